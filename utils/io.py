@@ -7,6 +7,7 @@ behind, and re-running it is safe.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
@@ -51,11 +52,55 @@ def nifti_suffix(path: str | os.PathLike) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+NIFTI1_HEADER_BYTES = 348
+
+
+def _expected_nifti1_bytes(header: bytes) -> int | None:
+    """Total uncompressed size a NIfTI-1 header announces (vox_offset + voxel bytes), if NIfTI-1."""
+    if len(header) < NIFTI1_HEADER_BYTES:
+        return None
+    for order in "<>":
+        if np.frombuffer(header[:4], dtype=f"{order}i4")[0] == NIFTI1_HEADER_BYTES:
+            dims = np.frombuffer(header[40:56], dtype=f"{order}i2")
+            bits_per_voxel = int(np.frombuffer(header[72:74], dtype=f"{order}i2")[0])
+            voxel_offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
+            n_voxels = int(np.prod(dims[1 : 1 + dims[0]].astype(np.int64)))
+            return voxel_offset + n_voxels * bits_per_voxel // 8
+    return None
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Reject truncated NIfTI files, which SimpleITK would read as silently zero-filled volumes.
+
+    For .nii.gz the gzip trailer stores the uncompressed size (mod 2**32); a truncated stream ends
+    in compressed bytes instead, so comparing it with the size the header announces is cheap.
+    """
+    name = path.name
+    if name.endswith(".nii.gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                header = stream.read(NIFTI1_HEADER_BYTES)
+        except (OSError, EOFError) as error:
+            raise DataError(f"{path}: not a valid gzip file ({error})") from None
+        expected = _expected_nifti1_bytes(header)
+        with path.open("rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            stored_size = int.from_bytes(raw.read(4), "little")
+        if expected is not None and stored_size != expected % 2**32:
+            raise DataError(f"{path}: truncated or corrupt .nii.gz (gzip stream does not end where the header says)")
+    elif name.endswith(".nii"):
+        with path.open("rb") as raw:
+            expected = _expected_nifti1_bytes(raw.read(NIFTI1_HEADER_BYTES))
+        if expected is not None and path.stat().st_size < expected:
+            raise DataError(f"{path}: truncated .nii file ({path.stat().st_size} of {expected} bytes)")
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read a medical image, turning missing, truncated or corrupt files into a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    _check_nifti_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
