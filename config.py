@@ -1,0 +1,215 @@
+"""The Sacred experiment: every knob of training and evaluation, with the protocol's defaults.
+
+`python train.py with <named configs> key=value` composes the base config below with named configs
+for the dataset, the setting, the model and the compute profile, e.g.
+
+    python train.py with chaost2 setting2 label_group=1 psmnet eval_fold=3
+    python train.py with demo cpu alpnet n_steps=500
+    python test.py  with demo cpu alpnet
+
+Values follow ../shared/docs/PROTOCOL.md ("Training") and PSMNET.md; deviations are options with
+names. Only train.py, test.py and scripts read this config; models/ and dataloaders/ take plain
+arguments.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sacred import Experiment, SETTINGS
+from sacred.observers import FileStorageObserver
+from sacred.utils import apply_backspaces_and_linefeeds
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+SETTINGS.CAPTURE_MODE = "sys"  # "fd" capture breaks tqdm and interleaves worker output
+SETTINGS.CONFIG.READ_ONLY_CONFIG = False  # scripts may pass the config dict on as plain data
+
+ex = Experiment("fsmis", save_git_info=False)
+ex.captured_out_filter = apply_backspaces_and_linefeeds  # keep progress bars out of cout.txt
+
+
+@ex.config
+def base_config():
+    seed = 1234  # global seed: weights, episodes, augmentation
+    device = "auto"  # "auto" (first CUDA GPU when present, else CPU), "cpu", "cuda", "cuda:1", ...
+    precision = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16", "fp16"
+
+    # --- data --------------------------------------------------------------------------------
+    dataset = "DEMO"  # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py)
+    data_root = None  # folder holding <dataset>/; None: $FSMIS_DATA_ROOT, else ./data
+    derived_root = None  # where superpixels / indices go; None: the dataset folder if writable, else data/derived
+    image_size = None  # resize slices to this square size (CPU profiles); None: keep the preprocessed 256
+    eval_fold = 0  # cross-validation fold (0..4) whose queries and support are held out
+    support_choice = "next"  # "next" (SSL-ALPNet: the scan after the query block) | "in_block" (Q-Net family)
+    setting = 1  # 1: training slices may show the test organs; 2: slices with them are removed
+    label_group = 0  # Setting 2: index into the dataset's organ groups (CHAOST2: 0 liver+spleen, 1 kidneys)
+    exclusion_rule = "any"  # Setting 2: drop a slice when ANY excluded organ is in it ("all": the weaker rule)
+    training_mode = "superpixel"  # "superpixel" self-supervision | "supervised" on base-class labels
+    superpixel_method = "2d"  # "2d" per-slice Felzenszwalb (SSL-ALPNet) | "3d" supervoxels (ADNet/Q-Net)
+    min_foreground_area = 100  # pixels: smaller episode foregrounds are rejected and resampled
+    augment = True  # the protocol's affine + elastic + gamma augmentation of training episodes
+    n_shots = 1  # k in k-shot: support slices (training) or support scans (evaluation)
+    n_parts = 3  # evaluation: chunks of the organ's z-range, each with its own support slice
+    num_workers = 0  # DataLoader worker processes (0: load in the training process)
+
+    # --- model -------------------------------------------------------------------------------
+    model = dict(
+        name="psmnet",  # psmnet | alpnet | panet (models/__init__.py)
+        encoder="resnet101",  # resnet101 (the paper's DeepLabv3 trunk) | resnet50 | resnet18
+        output_stride=8,  # encoder output stride: 256 px slices -> 32 x 32 features
+        feature_channels=256,  # channels of the 1x1 projection after the trunk
+        pretrained=None,  # None | a torchvision weights name | a local .pth file
+    )
+    model_options = {}  # model-specific options (PSMNet: n_splits, use_psm, use_mcam, ...); empty: defaults
+    model_label = None  # name of the model variant in run names and tables; None: model["name"]
+
+    # --- optimisation --------------------------------------------------------------------------
+    n_steps = 100_000  # training episodes (SSL-ALPNet: 100k; PSMnet's scripts: 50k)
+    batch_size = 1  # episodes per step
+    lr = 1e-3  # SGD learning rate
+    momentum = 0.9  # SGD momentum
+    weight_decay = 5e-4  # SGD weight decay
+    lr_decay = 0.95  # multiply the learning rate by this ...
+    lr_decay_every = 1000  # ... every this many steps
+    class_weights = [0.05, 1.0]  # cross-entropy weights [background, foreground]
+    ignore_index = 255  # label value that no loss sees
+    alignment_loss_weight = 1.0  # PANet prototype alignment loss (0 disables it)
+    dice_loss_weight = 0.0  # soft Dice loss on the query prediction (0 disables it)
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    runs_root = "runs"  # every run lives in runs_root/run_name
+    run_name = None  # None: <dataset>_setting<k>[_group<g>]_<model>_fold<f>
+    resume = True  # continue from run_name's last checkpoint when there is one
+    log_every = 50  # steps between loss / lr scalars in tensorboard
+    checkpoint_every = 1000  # steps between checkpoints (one is always written at the end)
+    validate_every = 5000  # steps between validation Dice evaluations (0: never)
+    n_validation_scans = 2  # training scans used as validation queries (their labels are only logged)
+    eval_batch_size = 16  # query slices per forward pass at evaluation
+    checkpoint = None  # test.py: checkpoint to evaluate; None: runs_root/run_name/checkpoints/last.pth
+    save_predictions = False  # test.py: write predicted NIfTI volumes with the scans' geometry
+    save_overlays = False  # test.py: write PNG overlays of prediction and ground truth
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+@ex.named_config
+def chaost2():
+    """CHAOS T2-SPIR abdominal MRI (20 scans): liver, kidneys, spleen."""
+    dataset = "CHAOST2"
+
+
+@ex.named_config
+def sabs():
+    """Synapse multi-atlas abdominal CT (30 scans): spleen, kidneys, liver."""
+    dataset = "SABS"
+
+
+@ex.named_config
+def cmr():
+    """MS-CMRSeg bSSFP cardiac MRI (35 scans): LV myocardium, LV blood pool, RV."""
+    dataset = "CMR"
+    superpixel_method = "2d"
+
+
+@ex.named_config
+def demo():
+    """The synthetic abdominal-MRI-like demo dataset (scripts/make_demo_data.py)."""
+    dataset = "DEMO"
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+@ex.named_config
+def setting1():
+    """Training slices may contain the test organs (no organ label is used for training)."""
+    setting = 1
+
+
+@ex.named_config
+def setting2():
+    """Every training slice showing an organ of the tested group is removed (label_group picks it)."""
+    setting = 2
+
+
+@ex.named_config
+def supervised():
+    """Classic few-shot: train on the manual labels of the organs that are not tested."""
+    training_mode = "supervised"
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+@ex.named_config
+def psmnet():
+    """PSMnet: prototype splitting + multi-level cross attention."""
+    model = dict(name="psmnet")
+
+
+@ex.named_config
+def psm_only():
+    """PSMnet ablation: prototype splitting without cross attention."""
+    model = dict(name="psmnet")
+    model_options = dict(use_psm=True, use_mcam=False)
+    model_label = "psm_only"
+
+
+@ex.named_config
+def mcam_only():
+    """PSMnet ablation: cross attention with single (unsplit) prototypes."""
+    model = dict(name="psmnet")
+    model_options = dict(use_psm=False, use_mcam=True)
+    model_label = "mcam_only"
+
+
+@ex.named_config
+def alpnet():
+    """SSL-ALPNet: adaptive local prototype pooling."""
+    model = dict(name="alpnet")
+
+
+@ex.named_config
+def panet():
+    """PANet: one masked-average prototype per class."""
+    model = dict(name="panet")
+
+
+# --- compute profiles --------------------------------------------------------------------------
+
+
+@ex.named_config
+def cpu():
+    """A CPU-sized profile: ResNet-18 trunk, 128 px slices, a few thousand steps."""
+    device = "cpu"
+    image_size = 128
+    model = dict(encoder="resnet18")
+    n_steps = 2000
+    lr_decay_every = 200
+    checkpoint_every = 250
+    validate_every = 500
+    log_every = 20
+
+
+@ex.config_hook
+def add_run_observer(config, command_name, logger):
+    """Store every run's config, log and result under runs_root/run_name/sacred/<id>."""
+    run_directory = Path(config["runs_root"]) / resolve_run_name(config)
+    ex.observers[:] = [FileStorageObserver(str(run_directory / "sacred"))]
+    return config
+
+
+def resolve_run_name(config: dict) -> str:
+    """The run's folder name: explicit `run_name`, else one that says what was trained."""
+    if config.get("run_name"):
+        return config["run_name"]
+    group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
+    model_label = config.get("model_label") or config["model"]["name"]
+    return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
+
+
+def resolve_data_root(config_value: str | None) -> Path:
+    """Data root from the config, else $FSMIS_DATA_ROOT, else the repository's data/ folder."""
+    return Path(config_value or os.environ.get("FSMIS_DATA_ROOT") or REPO_ROOT / "data")
