@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then run the test suite on the CPU (extra arguments go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+exec .venv/bin/python -m pytest -q "$@"
