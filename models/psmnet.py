@@ -1,0 +1,106 @@
+"""PSMnet (PSMnet paper section 3; PSMNET.md pipeline steps 3-5): PSM prototypes + MCAM.
+
+Foreground and background of every support are split by the Prototype Splitting Module; the
+query features are adapted to the support foreground by the Multi-level Cross Attention Module;
+the query is scored against all valid prototypes of each class (softmax-weighted sum).
+
+Ablations: `use_psm=False` scores with the per-shot global prototypes only (the "singular
+prototype"); the foreground split still feeds MCAM's level-2 guide map, which needs it.
+`use_mcam=False` scores the encoder's query features directly. SSL-ALPNet local background
+prototypes can be added to the background's prototypes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from models.base import ClassPrototypes, FewShotSegmenter
+from models.cross_attention import ATTENTION_SCALINGS, DEFAULT_KEY_THRESHOLD, MultiLevelCrossAttention
+from models.prototype_splitting import (
+    ADAPTIVE, DEFAULT_MIN_PART_AREA, DEFAULT_N_SPLITS, PrototypeSplittingModule, SplitPrototypes,
+)
+from models.prototypes import (
+    COMBINATIONS, DEFAULT_LOCAL_COVERAGE, DEFAULT_LOCAL_WINDOW, DEFAULT_SCORE_SCALE, local_average_pool,
+)
+
+
+@dataclass(frozen=True)
+class PSMNetOptions:
+    n_splits: int = DEFAULT_N_SPLITS  # T, splitting iterations per class mask
+    split_threshold: str | float = ADAPTIVE  # "adaptive" (mean similarity in the region) or a fixed cosine
+    min_part_area: float = DEFAULT_MIN_PART_AREA  # parts smaller than this (feature pixels) give no prototype
+    use_psm: bool = True  # score with split prototypes (False: per-shot global prototypes only)
+    use_mcam: bool = True  # adapt the query features with multi-level cross attention
+    attention_scaling: str = "softmax"  # MCAM attention: "softmax" (scaled dot product) or "mean" (1/N)
+    attention_key_threshold: float = DEFAULT_KEY_THRESHOLD  # support mask value from which a position is a key
+    score_scale: float = DEFAULT_SCORE_SCALE  # multiplier of cosine similarity in the logits
+    prototype_combination: str = "softmax"  # per-class combination of prototype scores: softmax | max
+    use_local_background_prototypes: bool = False  # add SSL-ALPNet local background prototypes
+    local_window: int = DEFAULT_LOCAL_WINDOW  # local pooling window, in feature pixels
+    local_coverage: float = DEFAULT_LOCAL_COVERAGE  # minimum background coverage of a kept window
+
+    def __post_init__(self) -> None:
+        if self.attention_scaling not in ATTENTION_SCALINGS:
+            raise ValueError(f"attention_scaling must be one of {ATTENTION_SCALINGS}, got {self.attention_scaling!r}")
+        if self.prototype_combination not in COMBINATIONS:
+            raise ValueError(f"prototype_combination must be one of {COMBINATIONS}, got {self.prototype_combination!r}")
+        if self.split_threshold != ADAPTIVE and not isinstance(self.split_threshold, (int, float)):
+            raise ValueError(f"split_threshold must be {ADAPTIVE!r} or a number, got {self.split_threshold!r}")
+
+
+@dataclass
+class PSMNetPrototypes(ClassPrototypes):
+    """ClassPrototypes plus the foreground split that MCAM's guide maps need."""
+
+    foreground_split: SplitPrototypes | None = None
+
+
+class PSMNet(FewShotSegmenter):
+    """Prototype splitting + multi-level cross attention."""
+
+    def __init__(self, encoder: nn.Module, channels: int, options: PSMNetOptions = PSMNetOptions()) -> None:
+        super().__init__(encoder, options.score_scale, options.prototype_combination)
+        self.options = options
+        self.splitter = PrototypeSplittingModule(options.n_splits, options.split_threshold, options.min_part_area)
+        self.cross_attention = (
+            MultiLevelCrossAttention(channels, options.attention_scaling, options.attention_key_threshold)
+            if options.use_mcam else None
+        )
+
+    def class_prototypes(self, features: torch.Tensor, masks: torch.Tensor) -> PSMNetPrototypes:
+        """features (B, S, C, h, w), masks (B, S, h, w) -> prototypes (B, P, C) per class + fg split."""
+        batch = features.shape[0]
+        both = self.splitter(torch.cat([features, features]), torch.cat([1.0 - masks, masks]))
+        prototypes, valid = both.prototypes, both.valid
+        if not self.options.use_psm:
+            prototypes, valid = prototypes[:, :, :1], valid[:, :, :1]
+        flat = rearrange(prototypes, "(k b) s p c -> k b (s p) c", b=batch)
+        flat_valid = rearrange(valid, "(k b) s p -> k b (s p)", b=batch)
+        background, background_valid = flat[0], flat_valid[0]
+        if self.options.use_local_background_prototypes:
+            local, local_valid = local_average_pool(
+                features, 1.0 - masks, self.options.local_window, self.options.local_coverage, include_global=False
+            )
+            background = torch.cat([background, local], dim=1)
+            background_valid = torch.cat([background_valid, local_valid], dim=1)
+        foreground_split = SplitPrototypes(both.prototypes[batch:], both.valid[batch:], both.sub_masks[batch:])
+        return PSMNetPrototypes(background, background_valid, flat[1], flat_valid[1], foreground_split)
+
+    def adapt_query(
+        self,
+        query_features: torch.Tensor,
+        support_features: torch.Tensor,
+        support_masks: torch.Tensor,
+        prototypes: PSMNetPrototypes,
+    ) -> torch.Tensor:
+        """query_features (B, C, h, w) -> (B, C, h, w) after MCAM (unchanged when use_mcam=False)."""
+        if self.cross_attention is None:
+            return query_features
+        split = prototypes.foreground_split
+        return self.cross_attention(
+            query_features, support_features, support_masks,
+            split.prototypes[:, :, 0], split.prototypes[:, :, 1:], split.valid[:, :, 1:],
+        )
