@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +92,18 @@ def resolve_data_root(config_value: str | os.PathLike | None = None) -> Path:
 def default_derived_dir(dataset_dir: str | os.PathLike) -> Path:
     """Where derived files go: the dataset folder when writable, else `<repo>/data/derived/<NAME>`."""
     dataset_dir = Path(dataset_dir)
-    if dataset_dir.is_dir() and os.access(dataset_dir, os.W_OK):
+    if _is_writable_dir(dataset_dir):
         return dataset_dir
     return DEFAULT_DATA_ROOT / DERIVED_SUBDIR / dataset_dir.name
+
+
+def _is_writable_dir(folder: Path) -> bool:
+    """Writable by us and not marked read-only by its mode (root may write anywhere; a r-x folder
+    such as the shared CHAOST2 copy still counts as read-only)."""
+    if not folder.is_dir():
+        return False
+    write_bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    return bool(folder.stat().st_mode & write_bits) and os.access(folder, os.W_OK)
 
 
 def check_dataset_dir(dataset_dir: str | os.PathLike) -> Path:

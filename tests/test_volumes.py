@@ -1,0 +1,200 @@
+"""Loading scans: validation errors that name the file, remapping, normalisation, resizing, cache."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dataloaders import volumes
+from dataloaders.specs import get_spec
+from dataloaders.volumes import default_derived_dir, load_scans, resolve_data_root
+from utils.io import DataError, write_json
+
+CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
+SHAPE = (4, 16, 16)
+SPACING = (1.25, 1.25, 7.7)
+TWO_SCANS = dataclasses.replace(get_spec("DEMO"), scan_ids=(1, 2))
+
+
+def write_volume(path: Path, array: np.ndarray, spacing=SPACING, origin=(0.0, 0.0, 0.0)) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def hand_made_labels(dtype=np.float64) -> np.ndarray:
+    labels = np.zeros(SHAPE, dtype=dtype)
+    labels[1, 2:6, 2:6] = 1
+    labels[2, 8:12, 3:7] = 2
+    labels[2, 8:12, 9:13] = 3
+    labels[3, 1:4, 10:14] = 4
+    return labels
+
+
+def make_dataset(folder: Path, scan_ids=(1, 2)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for scan_id in scan_ids:
+        write_volume(folder / f"image_{scan_id}.nii.gz", rng.uniform(0, 500, SHAPE).round())
+        write_volume(folder / f"label_{scan_id}.nii.gz", hand_made_labels())
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    volumes.clear_scan_cache()
+    yield
+    volumes.clear_scan_cache()
+
+
+def test_loads_zscored_images_and_integer_labels(tmp_path):
+    scans = load_scans(make_dataset(tmp_path / "DEMO"), TWO_SCANS)
+    assert list(scans) == [1, 2]
+    scan = scans[2]
+    assert scan.image.shape == SHAPE and scan.image.dtype == np.float32
+    assert abs(float(scan.image.mean())) < 1e-5 and abs(float(scan.image.std()) - 1.0) < 1e-4
+    assert scan.labels.dtype == np.int64 and np.array_equal(scan.labels, hand_made_labels(np.int64))
+    assert scan.native_labels is scan.labels and scan.superpixels is None
+    assert scan.spacing == pytest.approx(SPACING) and len(scan.direction) == 9
+
+
+def test_cmr_stored_values_are_remapped(tmp_path):
+    folder = tmp_path / "CMR"
+    folder.mkdir()
+    stored = hand_made_labels()
+    stored[stored == 1], stored[stored == 2], stored[stored == 3], stored[stored == 4] = 200, 500, 600, 0
+    write_volume(folder / "image_1.nii.gz", np.arange(np.prod(SHAPE), dtype=np.float64).reshape(SHAPE))
+    write_volume(folder / "label_1.nii.gz", stored)
+    labels = load_scans(folder, get_spec("CMR"), [1])[1].labels
+    expected = hand_made_labels(np.int64)
+    expected[expected == 4] = 0
+    assert np.array_equal(labels, expected)
+
+
+def test_ct_uses_global_statistics_from_dataset_json(tmp_path):
+    folder = make_dataset(tmp_path / "SABS", scan_ids=(0,))
+    sabs = get_spec("SABS")
+    with pytest.raises(DataError, match="make_pseudolabels"):
+        load_scans(folder, sabs, [0])
+    write_json({"intensity_mean": 100.0, "intensity_std": 50.0}, folder / "dataset.json")
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "image_0.nii.gz")))
+    image = load_scans(folder, sabs, [0])[0].image
+    np.testing.assert_allclose(image, (raw - 100.0) / 50.0, rtol=1e-6)
+
+
+def test_second_load_returns_the_cached_objects_until_a_file_changes(tmp_path):
+    folder = make_dataset(tmp_path / "DEMO")
+    first = load_scans(folder, TWO_SCANS)
+    assert load_scans(folder, TWO_SCANS)[1] is first[1]
+    assert load_scans(folder, TWO_SCANS, image_size=8)[1] is not first[1]
+    label_file = folder / "label_1.nii.gz"
+    stamp = label_file.stat().st_mtime_ns + 10**9
+    os.utime(label_file, ns=(stamp, stamp))
+    assert load_scans(folder, TWO_SCANS)[1] is not first[1]
+    assert load_scans(folder, TWO_SCANS)[2] is first[2]
+    with pytest.raises(ValueError, match="read-only"):
+        first[1].image[0, 0, 0] = 1.0
+
+
+def test_image_size_resizes_image_and_labels_but_not_native_labels(tmp_path):
+    scan = load_scans(make_dataset(tmp_path / "DEMO"), TWO_SCANS, image_size=8)[1]
+    assert scan.image.shape == (4, 8, 8) and scan.labels.shape == (4, 8, 8)
+    assert np.array_equal(scan.native_labels, hand_made_labels(np.int64))
+    assert np.array_equal(scan.labels, hand_made_labels(np.int64)[:, ::2, ::2])
+
+
+def corrupt_label_value(folder: Path) -> None:
+    labels = hand_made_labels()
+    labels[0, 0, 0] = 7
+    write_volume(folder / "label_2.nii.gz", labels)
+
+
+def corrupt_non_integral(folder: Path) -> None:
+    labels = hand_made_labels()
+    labels[0, 0, 0] = 1.5
+    write_volume(folder / "label_2.nii.gz", labels)
+
+
+def corrupt_shape(folder: Path) -> None:
+    write_volume(folder / "label_2.nii.gz", np.zeros((3, 16, 16)))
+
+
+def corrupt_spacing(folder: Path) -> None:
+    write_volume(folder / "label_2.nii.gz", hand_made_labels(), spacing=(1.25, 1.25, 5.0))
+
+
+def corrupt_origin(folder: Path) -> None:
+    write_volume(folder / "label_2.nii.gz", hand_made_labels(), origin=(0.0, 3.0, 0.0))
+
+
+def remove_label(folder: Path) -> None:
+    (folder / "label_2.nii.gz").unlink()
+
+
+def truncate_label(folder: Path) -> None:
+    path = folder / "label_2.nii.gz"
+    payload = gzip.compress(gzip.decompress(path.read_bytes()))
+    path.write_bytes(payload[: len(payload) * 2 // 3])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (corrupt_label_value, r"unexpected label values \[7\]"),
+        (corrupt_non_integral, "whole numbers"),
+        (corrupt_shape, "shape"),
+        (corrupt_spacing, "spacing"),
+        (corrupt_origin, "origin"),
+        (remove_label, "label file missing"),
+        (truncate_label, "truncated|corrupt|not a valid gzip"),
+    ],
+)
+def test_bad_label_file_gives_a_data_error_naming_it(tmp_path, damage, message):
+    folder = make_dataset(tmp_path / "DEMO")
+    damage(folder)
+    with pytest.raises(DataError, match=message) as error:
+        load_scans(folder, TWO_SCANS)
+    assert "label_2.nii.gz" in str(error.value)
+
+
+def test_missing_dataset_dir_says_how_to_set_it(tmp_path):
+    with pytest.raises(DataError, match="FSMIS_DATA_ROOT") as error:
+        load_scans(tmp_path / "nowhere", TWO_SCANS)
+    assert "nowhere" in str(error.value) and "data_root" in str(error.value)
+
+
+def test_missing_superpixels_say_which_script_makes_them(tmp_path):
+    with pytest.raises(DataError, match="superpixels_1.nii.gz.*make_pseudolabels"):
+        load_scans(make_dataset(tmp_path / "DEMO"), TWO_SCANS, with_superpixels=True)
+
+
+def test_derived_dir_is_the_dataset_dir_unless_read_only(tmp_path):
+    folder = make_dataset(tmp_path / "DEMO")
+    assert default_derived_dir(folder) == folder
+    folder.chmod(0o555)
+    try:
+        assert default_derived_dir(folder) == volumes.REPO_ROOT / "data" / "derived" / "DEMO"
+    finally:
+        folder.chmod(0o755)
+
+
+def test_data_root_comes_from_config_then_environment_then_repo(monkeypatch, tmp_path):
+    monkeypatch.setenv("FSMIS_DATA_ROOT", str(tmp_path / "env"))
+    assert resolve_data_root(str(tmp_path / "config")) == tmp_path / "config"
+    assert resolve_data_root(None) == tmp_path / "env"
+    monkeypatch.delenv("FSMIS_DATA_ROOT")
+    assert resolve_data_root(None) == volumes.REPO_ROOT / "data"
+
+
+@pytest.mark.skipif(not CHAOST2_DIR.is_dir(), reason=f"CHAOST2 not found at {CHAOST2_DIR} (set FSMIS_CHAOST2_DIR)")
+def test_real_chaost2_scan_loads_with_all_four_organs():
+    scan = load_scans(CHAOST2_DIR, get_spec("CHAOST2"), [1])[1]
+    assert scan.image.shape == (37, 256, 256)
+    assert np.unique(scan.labels).tolist() == [0, 1, 2, 3, 4]
+    assert scan.spacing == pytest.approx((1.25, 1.25, 7.7), abs=1e-6)
