@@ -1,0 +1,148 @@
+"""Superpixel pseudolabels, class-slice index and derived-file writing (PROTOCOL.md "Derived files")."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from dataloaders.class_slice_index import build_class_slice_index, read_class_slice_index, write_class_slice_index
+from dataloaders.derived_files import ensure_derived_files
+from dataloaders.specs import get_spec
+from dataloaders.superpixels import FELZENSZWALB_MIN_SIZE, body_mask_2d, body_threshold, superpixels_2d
+from utils.io import read_array, read_image, read_json
+
+CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
+DEMO = get_spec("DEMO")
+
+
+def synthetic_body(n_slices: int = 2, size: int = 96, seed: int = 0) -> np.ndarray:
+    """(Z, H, W): a textured disc of 'tissue' (four intensity quadrants) on an empty background."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - size / 2
+    disc = x**2 + y**2 < (0.4 * size) ** 2
+    quadrants = 200.0 + 150.0 * (x > 0) + 300.0 * (y > 0)
+    plane = np.where(disc, quadrants, 0.0)
+    return np.stack([plane + rng.normal(0, 5, plane.shape) * disc for _ in range(n_slices)])
+
+
+def check_superpixel_rules(volume: np.ndarray, superpixels: np.ndarray) -> None:
+    threshold = body_threshold(volume)
+    for plane, ids in zip(volume, superpixels):
+        body = body_mask_2d(plane, threshold)
+        assert not ids[~body].any(), "superpixel ids outside the body"
+        present = np.unique(ids[body])
+        assert present.tolist() == list(range(1, len(present) + 1)), "ids are not 1..n in the slice"
+        touches_border = np.unique(ids[ndimage.binary_dilation(~body) & body])
+        for segment in set(present.tolist()) - set(touches_border.tolist()):
+            assert (ids == segment).sum() >= FELZENSZWALB_MIN_SIZE
+
+
+def test_body_threshold_is_a_fraction_of_the_scan_range():
+    volume = np.concatenate([np.zeros(50), np.full(50, 1000.0)]).reshape(1, 10, 10)
+    assert body_threshold(volume, fraction=0.1, percentile=99.0) == pytest.approx(100.0)
+
+
+def test_body_mask_keeps_the_largest_component_with_holes_filled():
+    plane = np.zeros((20, 20))
+    plane[2:12, 2:12] = 10.0
+    plane[5:8, 5:8] = 0.0  # a hole
+    plane[15:18, 15:18] = 10.0  # a smaller island
+    mask = body_mask_2d(plane, threshold=5.0)
+    expected = np.zeros((20, 20), dtype=bool)
+    expected[2:12, 2:12] = True
+    assert np.array_equal(mask, expected)
+    assert not body_mask_2d(np.zeros((4, 4)), 1.0).any()
+
+
+def test_synthetic_superpixels_restart_per_slice_and_stay_in_the_body():
+    volume = synthetic_body()
+    superpixels = superpixels_2d(volume)
+    assert superpixels.dtype == np.int32 and superpixels.shape == volume.shape
+    assert superpixels[0].max() >= 4  # the four quadrants are separate superpixels
+    assert superpixels[0, 0, 0] == 0 and superpixels[1].min() == 0
+    check_superpixel_rules(volume, superpixels)
+
+
+@pytest.mark.skipif(not CHAOST2_DIR.is_dir(), reason=f"CHAOST2 not found at {CHAOST2_DIR} (set FSMIS_CHAOST2_DIR)")
+def test_real_chaost2_slices_follow_the_superpixel_rules():
+    volume = read_array(CHAOST2_DIR / "image_1.nii.gz")
+    chosen = volume[[12, 20]]
+    superpixels = superpixels_2d(chosen)
+    assert all(10 <= ids.max() <= 60 for ids in superpixels)
+    check_superpixel_rules(chosen, superpixels)
+
+
+def test_class_slice_index_lists_the_slices_of_each_organ():
+    rng = np.random.default_rng(3)
+    scans = {5: rng.integers(0, 5, (6, 8, 8)) * (rng.random((6, 1, 1)) < 0.5), 9: np.zeros((3, 8, 8), dtype=np.int64)}
+    scans[9][1, 2, 2] = 4
+    index = build_class_slice_index(scans, DEMO)
+    assert set(index) == {"liver", "right_kidney", "left_kidney", "spleen"}
+    for label, name in DEMO.organs.items():
+        for scan_id, labels in scans.items():
+            assert index[name][scan_id] == np.unique(np.nonzero(labels == label)[0]).tolist()
+    assert index["spleen"][9] == [1] and index["liver"][9] == []
+
+
+def test_class_slice_index_round_trips_through_json(tmp_path):
+    index = {"liver": {1: [3, 4], 10: []}, "spleen": {1: [7]}}
+    write_class_slice_index(index, tmp_path / "index.json")
+    assert read_class_slice_index(tmp_path / "index.json") == index
+
+
+def write_tiny_dataset(folder: Path, scan_ids=(1, 2)) -> None:
+    folder.mkdir(parents=True)
+    for scan_id in scan_ids:
+        volume = synthetic_body(n_slices=3, size=48, seed=scan_id)
+        labels = np.zeros(volume.shape, dtype=np.uint8)
+        labels[scan_id, 10:20, 10:20] = 1
+        labels[0, 30:34, 30:34] = 4
+        for array, name in ((volume, f"image_{scan_id}.nii.gz"), (labels, f"label_{scan_id}.nii.gz")):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing((1.25, 1.25, 7.7))
+            image.SetOrigin((-5.0, 3.0, 1.0))
+            sitk.WriteImage(image, str(folder / name), useCompression=True)
+
+
+def test_ensure_derived_files_writes_everything_once(tmp_path):
+    spec = dataclasses.replace(DEMO, scan_ids=(1, 2))
+    dataset_dir, derived_dir = tmp_path / "DEMO", tmp_path / "derived"
+    write_tiny_dataset(dataset_dir)
+    done: list[int] = []
+    assert ensure_derived_files(dataset_dir, spec, derived_dir, on_scan_done=done.append) == derived_dir
+    assert sorted(done) == [1, 2]
+
+    superpixel_file = derived_dir / "superpixels_2.nii.gz"
+    image, written = read_image(dataset_dir / "image_2.nii.gz"), read_image(superpixel_file)
+    assert written.GetOrigin() == image.GetOrigin() and written.GetSpacing() == image.GetSpacing()
+    assert np.array_equal(read_array(superpixel_file), superpixels_2d(read_array(dataset_dir / "image_2.nii.gz")))
+    index = read_class_slice_index(derived_dir / "class_slice_index.json")
+    assert index["liver"] == {1: [1], 2: [2]} and index["spleen"] == {1: [0], 2: [0]} and index["left_kidney"] == {1: [], 2: []}
+    metadata = read_json(derived_dir / "dataset.json")
+    voxels = np.concatenate([read_array(dataset_dir / f"image_{i}.nii.gz").ravel() for i in (1, 2)])
+    assert metadata["scan_ids"] == [1, 2] and metadata["scans"]["1"]["shape"] == [3, 48, 48]
+    assert metadata["intensity_mean"] == pytest.approx(voxels.mean()) and metadata["intensity_std"] == pytest.approx(voxels.std())
+
+    stamps = {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()}
+    ensure_derived_files(dataset_dir, spec, derived_dir)
+    assert {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()} == stamps
+
+    older = (dataset_dir / "image_2.nii.gz").stat().st_mtime_ns - 10**9
+    os.utime(superpixel_file, ns=(older, older))  # now older than its image: stale
+    ensure_derived_files(dataset_dir, spec, derived_dir)
+    assert superpixel_file.stat().st_mtime_ns > older
+    assert (derived_dir / "superpixels_1.nii.gz").stat().st_mtime_ns == stamps["superpixels_1.nii.gz"]
+
+
+def test_parallel_workers_write_the_same_superpixels(tmp_path):
+    spec = dataclasses.replace(DEMO, scan_ids=(1, 2))
+    write_tiny_dataset(tmp_path / "DEMO")
+    ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "serial", workers=1)
+    ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "parallel", workers=2)
+    for name in ("superpixels_1.nii.gz", "superpixels_2.nii.gz", "class_slice_index.json"):
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes()
