@@ -46,14 +46,16 @@ def mr_intensities(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return volume
 
 
-def write_dicom_series(folder: Path, volume: np.ndarray, names: list[str], instance_numbers: list[int]) -> None:
-    """Slice k of `volume` (Z, H, W) at z = k * spacing, stored as `names[k]` with its number."""
+def write_dicom_series(
+    folder: Path, volume: np.ndarray, names: list[str], instance_numbers: list[int], spacing=CHAOS_SPACING, origin=CHAOS_ORIGIN
+) -> None:
+    """Axial slice k of `volume` (Z, H, W) at z = origin + k * spacing, stored as `names[k]`."""
     folder.mkdir(parents=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k, (name, number) in enumerate(zip(names, instance_numbers)):
         slice_image = sitk.GetImageFromArray(volume[k].astype(np.int16))
-        slice_image.SetSpacing(CHAOS_SPACING[:2])
+        slice_image.SetSpacing(spacing[:2])
         tags = {
             "0008|0060": "MR",
             "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
@@ -61,10 +63,10 @@ def write_dicom_series(folder: Path, volume: np.ndarray, names: list[str], insta
             "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
             "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
             "0020|0013": str(number),
-            "0020|0032": f"{CHAOS_ORIGIN[0]}\\{CHAOS_ORIGIN[1]}\\{CHAOS_ORIGIN[2] + k * CHAOS_SPACING[2]}",
+            "0020|0032": f"{origin[0]}\\{origin[1]}\\{origin[2] + k * spacing[2]}",
             "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0028|0030": f"{CHAOS_SPACING[1]}\\{CHAOS_SPACING[0]}",
-            "0018|0050": str(CHAOS_SPACING[2]),
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}",
+            "0018|0050": str(spacing[2]),
         }
         for tag, value in tags.items():
             slice_image.SetMetaData(tag, value)
@@ -394,3 +396,40 @@ def test_script_help_runs_from_the_command_line(script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--raw" in result.stdout and "--overwrite" in result.stdout and "--workers" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trip through the distributed CHAOST2 files
+
+CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
+GREY_OF_LABEL = {label: low for label, (low, _) in prepare_chaos.CHAOS_GREY_RANGES.items()}
+
+
+@pytest.mark.skipif(not (CHAOST2_DIR / "image_1.nii.gz").is_file(), reason=f"CHAOST2 not found at {CHAOST2_DIR}")
+def test_chaos_scan_written_as_dicom_and_pngs_comes_back_as_the_distributed_file(tmp_path):
+    """Scan 1 re-exported the way the scanner stores it (LPS DICOM slices, masks in pixel order)
+    must come back on the distributed grid, array for array: orientation and slice order agree."""
+    image = sitk.ReadImage(str(CHAOST2_DIR / "image_1.nii.gz"))
+    label = sitk.ReadImage(str(CHAOST2_DIR / "label_1.nii.gz"))
+    scanner_image, scanner_label = sitk.DICOMOrient(image, "LPS"), sitk.DICOMOrient(label, "LPS")
+    volume = sitk.GetArrayFromImage(scanner_image)
+    depth = volume.shape[0]
+    series = tmp_path / "MR" / "1" / "T2SPIR"
+    names, numbers = [f"IMG-0001-{k + 1:05d}.dcm" for k in range(depth)], list(range(1, depth + 1))
+    write_dicom_series(series / "DICOM_anon", volume, names, numbers, scanner_image.GetSpacing(), scanner_image.GetOrigin())
+    (series / "Ground").mkdir()
+    grey = np.zeros(volume.shape, dtype=np.uint8)
+    for value, level in GREY_OF_LABEL.items():
+        grey[sitk.GetArrayFromImage(scanner_label).astype(int) == value] = level
+    for k in range(depth):
+        sitk.WriteImage(sitk.GetImageFromArray(grey[k]), str(series / "Ground" / f"IMG-0001-{k + 1:05d}.png"))
+    prepare_chaos.main(["--raw", str(tmp_path / "MR"), "--out", str(tmp_path / "out")])
+    out_image = sitk.ReadImage(str(tmp_path / "out" / "image_1.nii.gz"))
+    out_label = sitk.ReadImage(str(tmp_path / "out" / "label_1.nii.gz"))
+    assert out_image.GetSize() == image.GetSize()
+    np.testing.assert_allclose(out_image.GetDirection(), image.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(out_image.GetOrigin(), image.GetOrigin(), atol=1e-2)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out_label), sitk.GetArrayFromImage(label).astype(np.uint16))
+    original, result = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(out_image)
+    below_ceiling = original < result.max()  # the second clip lowers only the brightest 0.5%
+    np.testing.assert_allclose(result[below_ceiling], original[below_ceiling], atol=1e-2)
