@@ -98,15 +98,14 @@ def gaussian_kernel_1d(sigma: float) -> torch.Tensor:
 
 def sample_elastic_displacement(alpha: float, sigma: float, height: int, width: int,
                                 generator: torch.Generator) -> torch.Tensor:
-    """Smoothed random displacement in pixels, (2, H, W) float64: [x (column), y (row)] offsets."""
-    noise = torch.rand((2, 1, height, width), generator=generator, dtype=torch.float64) * 2 - 1
-    kernel = gaussian_kernel_1d(sigma)
+    """Smoothed random displacement in pixels, (2, H, W) float32: [x (column), y (row)] offsets."""
+    noise = torch.rand((2, 1, height, width), generator=generator) * 2 - 1
+    kernel = gaussian_kernel_1d(sigma).to(torch.float32)
     half = kernel.numel() // 2
     smoothed = noise
-    for axis_kernel, pad in ((kernel.view(1, 1, -1, 1), (0, 0, half, half)),
-                             (kernel.view(1, 1, 1, -1), (half, half, 0, 0))):
+    for axis_kernel, pad, size in ((kernel.view(1, 1, -1, 1), (0, 0, half, half), height),
+                                   (kernel.view(1, 1, 1, -1), (half, half, 0, 0), width)):
         # reflect (cv2's BORDER_REFLECT_101) needs the image larger than the half window
-        size = height if pad[2] else width
         mode = "reflect" if half < size else "replicate"
         smoothed = F.conv2d(F.pad(smoothed, pad, mode=mode), axis_kernel)
     return alpha * smoothed[:, 0]
@@ -114,20 +113,19 @@ def sample_elastic_displacement(alpha: float, sigma: float, height: int, width: 
 
 def sampling_grid(matrix: torch.Tensor, displacement: torch.Tensor | None,
                   height: int, width: int) -> torch.Tensor:
-    """`grid_sample` grid (1, H, W, 2) for output p -> input M^-1 (p + d(p)), align_corners=False.
+    """`grid_sample` grid (1, H, W, 2) float32 for output p -> input M^-1 (p + d(p)), align_corners=False.
 
     matrix: (3, 3) forward affine in pixel coordinates; displacement: (2, H, W) pixels or None.
     """
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float64),
-                                torch.arange(width, dtype=torch.float64), indexing="ij")
-    points = torch.stack([cols, rows])  # (2, H, W) as (x, y)
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float32),
+                                torch.arange(width, dtype=torch.float32), indexing="ij")
     if displacement is not None:
-        points = points + displacement
-    inverse = torch.linalg.inv(matrix)
-    source = torch.einsum("ij,jhw->ihw", inverse[:2, :2], points) + inverse[:2, 2].view(2, 1, 1)
-    size = torch.tensor([width, height], dtype=torch.float64).view(2, 1, 1)
-    normalised = (2 * source + 1) / size - 1  # pixel centre i -> (2 i + 1) / n - 1
-    return normalised.permute(1, 2, 0).unsqueeze(0)
+        cols, rows = cols + displacement[0], rows + displacement[1]
+    (a, b, c), (d, e, f) = torch.linalg.inv(matrix)[:2].tolist()
+    source_x, source_y = a * cols + b * rows + c, d * cols + e * rows + f
+    # pixel centre i of n pixels sits at (2 i + 1) / n - 1 in grid_sample's coordinates
+    grid = torch.stack([(2 * source_x + 1) / width - 1, (2 * source_y + 1) / height - 1], dim=-1)
+    return grid.unsqueeze(0)
 
 
 def gamma_transform(image: torch.Tensor, gamma: float) -> torch.Tensor:

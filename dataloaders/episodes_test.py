@@ -114,7 +114,7 @@ def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: 
     support_images = torch.stack([
         _tiled(np.stack([scans[scan_id].image[z_row[part]]
                          for scan_id, z_row in zip(split.support_ids, support_z)]))
-        for part in range(n_parts)]).contiguous()
+        for part in range(n_parts)])
     support_masks = torch.stack([
         torch.from_numpy(np.stack([scans[scan_id].labels[z_row[part]] == label
                                    for scan_id, z_row in zip(split.support_ids, support_z)]))
