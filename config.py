@@ -13,14 +13,11 @@ arguments.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sacred import Experiment, SETTINGS
 from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
-
-REPO_ROOT = Path(__file__).resolve().parent
 
 SETTINGS.CAPTURE_MODE = "sys"  # "fd" capture breaks tqdm and interleaves worker output
 SETTINGS.CONFIG.READ_ONLY_CONFIG = False  # scripts may pass the config dict on as plain data
@@ -46,7 +43,7 @@ def base_config():
     label_group = 0  # Setting 2: index into the dataset's organ groups (CHAOST2: 0 liver+spleen, 1 kidneys)
     exclusion_rule = "any"  # Setting 2: drop a slice when ANY excluded organ is in it ("all": the weaker rule)
     training_mode = "superpixel"  # "superpixel" self-supervision | "supervised" on base-class labels
-    superpixel_method = "2d"  # "2d" per-slice Felzenszwalb (SSL-ALPNet) | "3d" supervoxels (ADNet/Q-Net)
+    superpixel_method = "2d"  # "2d": per-slice Felzenszwalb (SSL-ALPNet); the only method implemented so far
     min_foreground_area = 100  # pixels: smaller episode foregrounds are rejected and resampled
     augment = True  # the protocol's affine + elastic + gamma augmentation of training episodes
     n_shots = 1  # k in k-shot: support slices (training) or support scans (evaluation)
@@ -96,26 +93,26 @@ def base_config():
 
 @ex.named_config
 def chaost2():
-    """CHAOS T2-SPIR abdominal MRI (20 scans): liver, kidneys, spleen."""
+    # CHAOS T2-SPIR abdominal MRI (20 scans): liver, kidneys, spleen.
     dataset = "CHAOST2"
 
 
 @ex.named_config
 def sabs():
-    """Synapse multi-atlas abdominal CT (30 scans): spleen, kidneys, liver."""
+    # Synapse multi-atlas abdominal CT (30 scans): spleen, kidneys, liver.
     dataset = "SABS"
 
 
 @ex.named_config
 def cmr():
-    """MS-CMRSeg bSSFP cardiac MRI (35 scans): LV myocardium, LV blood pool, RV."""
+    # MS-CMRSeg bSSFP cardiac MRI (35 scans): LV myocardium, LV blood pool, RV.
     dataset = "CMR"
     superpixel_method = "2d"
 
 
 @ex.named_config
 def demo():
-    """The synthetic abdominal-MRI-like demo dataset (scripts/make_demo_data.py)."""
+    # The synthetic abdominal-MRI-like demo dataset (scripts/make_demo_data.py).
     dataset = "DEMO"
 
 
@@ -124,19 +121,19 @@ def demo():
 
 @ex.named_config
 def setting1():
-    """Training slices may contain the test organs (no organ label is used for training)."""
+    # Training slices may contain the test organs (no organ label is used for training).
     setting = 1
 
 
 @ex.named_config
 def setting2():
-    """Every training slice showing an organ of the tested group is removed (label_group picks it)."""
+    # Every training slice showing an organ of the tested group is removed (label_group picks it).
     setting = 2
 
 
 @ex.named_config
 def supervised():
-    """Classic few-shot: train on the manual labels of the organs that are not tested."""
+    # Classic few-shot: train on the manual labels of the organs that are not tested.
     training_mode = "supervised"
 
 
@@ -145,13 +142,13 @@ def supervised():
 
 @ex.named_config
 def psmnet():
-    """PSMnet: prototype splitting + multi-level cross attention."""
+    # PSMnet: prototype splitting + multi-level cross attention.
     model = dict(name="psmnet")
 
 
 @ex.named_config
 def psm_only():
-    """PSMnet ablation: prototype splitting without cross attention."""
+    # PSMnet ablation: prototype splitting without cross attention.
     model = dict(name="psmnet")
     model_options = dict(use_psm=True, use_mcam=False)
     model_label = "psm_only"
@@ -159,7 +156,7 @@ def psm_only():
 
 @ex.named_config
 def mcam_only():
-    """PSMnet ablation: cross attention with single (unsplit) prototypes."""
+    # PSMnet ablation: cross attention with single (unsplit) prototypes.
     model = dict(name="psmnet")
     model_options = dict(use_psm=False, use_mcam=True)
     model_label = "mcam_only"
@@ -167,13 +164,13 @@ def mcam_only():
 
 @ex.named_config
 def alpnet():
-    """SSL-ALPNet: adaptive local prototype pooling."""
+    # SSL-ALPNet: adaptive local prototype pooling.
     model = dict(name="alpnet")
 
 
 @ex.named_config
 def panet():
-    """PANet: one masked-average prototype per class."""
+    # PANet: one masked-average prototype per class.
     model = dict(name="panet")
 
 
@@ -182,7 +179,7 @@ def panet():
 
 @ex.named_config
 def cpu():
-    """A CPU-sized profile: ResNet-18 trunk, 128 px slices, a few thousand steps."""
+    # A CPU-sized profile: ResNet-18 trunk, 128 px slices, a few thousand steps.
     device = "cpu"
     image_size = 128
     model = dict(encoder="resnet18")
@@ -196,8 +193,7 @@ def cpu():
 @ex.config_hook
 def add_run_observer(config, command_name, logger):
     """Store every run's config, log and result under runs_root/run_name/sacred/<id>."""
-    run_directory = Path(config["runs_root"]) / resolve_run_name(config)
-    ex.observers[:] = [FileStorageObserver(str(run_directory / "sacred"))]
+    ex.observers[:] = [FileStorageObserver(str(run_directory(config) / "sacred"))]
     return config
 
 
@@ -210,6 +206,12 @@ def resolve_run_name(config: dict) -> str:
     return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
 
 
-def resolve_data_root(config_value: str | None) -> Path:
-    """Data root from the config, else $FSMIS_DATA_ROOT, else the repository's data/ folder."""
-    return Path(config_value or os.environ.get("FSMIS_DATA_ROOT") or REPO_ROOT / "data")
+def run_directory(config: dict) -> Path:
+    """runs_root/run_name: the Sacred record, tensorboard events, checkpoints and evaluations."""
+    return Path(config["runs_root"]) / resolve_run_name(config)
+
+
+@ex.command(unobserved=True)
+def run_directory_of(_config):
+    """Print where a run with this config lives (used by scripts/run_folds.py)."""
+    return str(run_directory(_config))

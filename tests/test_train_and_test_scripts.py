@@ -1,0 +1,151 @@
+"""train.py and test.py through Sacred on small demo data: results, resume, tensorboard, errors."""
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sacred.utils import NamedConfigNotFoundError
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import test as test_script  # noqa: F401  (registers the "test" command)
+import train as train_script
+from config import ex
+from dataloaders.demo_data import write_demo_dataset
+from dataloaders.specs import get_spec
+from utils.checkpoint import LAST_CHECKPOINT, CheckpointError, load_checkpoint
+from utils.io import DataError, read_array, read_json
+from utils.metrics import dice_score
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_IMAGE_SIZE = 64
+DEMO_SLICE_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    """A DEMO dataset at 64 x 64 in-plane (every scan the spec lists), with its superpixels."""
+    root = tmp_path_factory.mktemp("data")
+    write_demo_dataset(root / "DEMO", n_scans=len(get_spec("DEMO").scan_ids), seed=0, size=DEMO_SLICE_SIZE)
+    return root
+
+
+def tiny_config(data_root: Path, runs_root: Path, **overrides) -> dict:
+    config = dict(
+        data_root=str(data_root), runs_root=str(runs_root), image_size=TINY_IMAGE_SIZE, n_steps=4,
+        log_every=1, checkpoint_every=2, validate_every=2, n_validation_scans=1, min_foreground_area=16,
+        model=dict(encoder="resnet18"),
+    )
+    config.update(overrides)
+    return config
+
+
+def run(command: str, config: dict, named_configs=("demo", "cpu")):
+    return ex.run(command, config_updates=config, named_configs=list(named_configs), options={"--loglevel": "ERROR"})
+
+
+def test_training_writes_checkpoint_with_config_and_tensorboard_curves(demo_root, tmp_path):
+    run("train", tiny_config(demo_root, tmp_path))
+    run_dir = tmp_path / "DEMO_setting1_psmnet_fold0"
+    state = load_checkpoint(run_dir / LAST_CHECKPOINT)
+    assert state["step"] == 4
+    assert state["config"]["model"]["encoder"] == "resnet18"
+    assert state["config"]["image_size"] == TINY_IMAGE_SIZE
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    scalar_tags = set(events.Tags()["scalars"])
+    organs = get_spec("DEMO").organs.values()
+    assert {"loss/query_ce", "loss/alignment", "loss/total", "lr"} <= scalar_tags
+    assert {f"validation_dice/{organ}" for organ in organs} <= scalar_tags
+    assert [event.step for event in events.Scalars("loss/total")] == [1, 2, 3, 4]
+    assert {"validation/support_query_prediction_truth", "train/support_query_prediction_truth"} <= set(
+        events.Tags()["images"])
+    assert (run_dir / "sacred" / "1" / "config.json").is_file()
+
+
+def test_summary_agrees_with_dice_recomputed_from_saved_predictions(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, save_predictions=True, save_overlays=True)
+    run("train", config)
+    mean_dice = run("test", config).result
+    output_dir = tmp_path / "DEMO_setting1_psmnet_fold0" / "evaluation_fold0"
+    summary = read_json(output_dir / "summary.json")
+
+    spec = get_spec("DEMO")
+    recomputed = {}
+    for organ, organ_summary in summary["organs"].items():
+        label = organ_summary["label"]
+        for scan_id, scores in organ_summary["scans"].items():
+            prediction = read_array(output_dir / "predictions" / f"prediction_{organ}_scan{scan_id}.nii.gz")
+            truth = read_array(demo_root / "DEMO" / f"label_{scan_id}.nii.gz").astype(int) == label
+            # the protocol scores only the slices inside the organ's ground-truth z-range
+            assert not prediction[~truth.any(axis=(1, 2))].any()
+            recomputed[(organ, scan_id)] = dice_score(prediction, truth)
+            assert scores["dice"] == pytest.approx(recomputed[(organ, scan_id)], abs=1e-9)
+    assert set(summary["organs"]) == set(spec.organs.values())
+    assert len(recomputed) == len(spec.organs) * spec.queries_per_fold
+    organ_means = [np.mean([recomputed[(organ, s)] for s in summary["organs"][organ]["scans"]]) for organ in summary["organs"]]
+    assert mean_dice == pytest.approx(float(np.mean(organ_means)))
+    with (output_dir / "scores.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(recomputed)
+    assert len(list((output_dir / "overlays").glob("*.png"))) == len(recomputed)
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(demo_root, tmp_path):
+    run("train", tiny_config(demo_root, tmp_path / "whole", n_steps=4))
+    run("train", tiny_config(demo_root, tmp_path / "split", n_steps=2))  # "interrupted" after step 2
+    run("train", tiny_config(demo_root, tmp_path / "split", n_steps=4))  # resumes at step 2
+    whole = load_checkpoint(tmp_path / "whole" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
+    split = load_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
+    assert split["step"] == whole["step"] == 4
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, split["model"][name]), name
+    initial = load_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
+    assert initial["scheduler"] == whole["scheduler"]
+
+
+def test_resuming_with_a_different_training_config_is_refused(demo_root, tmp_path):
+    run("train", tiny_config(demo_root, tmp_path, n_steps=2))
+    with pytest.raises(ValueError, match="cannot resume.*lr"):
+        run("train", tiny_config(demo_root, tmp_path, n_steps=4, lr=0.5))
+
+
+def test_diverging_loss_stops_training_naming_the_step(demo_root, tmp_path):
+    with pytest.raises(train_script.TrainingDiverged, match=r"step \d+: loss is (nan|inf)"):
+        run("train", tiny_config(demo_root, tmp_path, lr=1e12, n_steps=20, validate_every=0))
+
+
+def test_checkpoint_of_another_model_is_rejected(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
+    run("train", config, named_configs=("demo", "cpu", "alpnet"))
+    checkpoint = tmp_path / "DEMO_setting1_alpnet_fold0" / LAST_CHECKPOINT
+    with pytest.raises(CheckpointError, match="does not match the requested model.*alpnet"):
+        run("test", {**config, "run_name": "DEMO_setting1_alpnet_fold0"}, named_configs=("demo", "cpu", "psmnet"))
+    assert checkpoint.is_file()
+
+
+def test_missing_data_root_names_the_folder_and_the_setting(tmp_path):
+    with pytest.raises(DataError, match=r"DEMO.*not found.*data_root.*FSMIS_DATA_ROOT"):
+        run("train", tiny_config(tmp_path / "nowhere", tmp_path))
+
+
+def test_unknown_named_config_is_reported():
+    with pytest.raises(NamedConfigNotFoundError, match="no_such_config"):
+        run("train", {}, named_configs=("no_such_config",))
+
+
+def test_command_line_prints_dice_table(demo_root, tmp_path):
+    overrides = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
+    arguments = [f"{key}={value!r}" for key, value in overrides.items() if key != "model"] + ["model.encoder=resnet18"]
+    for script in ("train.py", "test.py"):
+        result = subprocess.run([sys.executable, script, "with", "demo", "cpu", *arguments], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "| organ |" in result.stdout and "| liver |" in result.stdout
+    dice_column = [line.split("|")[-4] for line in result.stdout.splitlines() if line.startswith("| liver")]
+    assert not math.isnan(float(dice_column[0])) if dice_column[0].strip() != "n/a" else True
