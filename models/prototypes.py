@@ -40,12 +40,12 @@ def full_precision(tensor: torch.Tensor) -> Iterator[None]:
 def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Soft masks at feature size: (..., H, W) -> (..., h, w), values in [0, 1].
 
-    Bilinear with antialiasing, so a downsampled mask value is (close to) the fraction of the
-    feature cell that the mask covers instead of a sample of a single pixel.
+    Plain bilinear (no antialiasing), as SSL-ALPNet does: each feature cell takes the mask value
+    interpolated at its centre, so masks stay sharp and become soft only along their edges.
     """
     lead = masks.shape[:-2]
     flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
-    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
     return resized.clamp(0.0, 1.0).reshape(*lead, *size)
 
 
