@@ -107,7 +107,6 @@ def sabs():
 def cmr():
     # MS-CMRSeg bSSFP cardiac MRI (35 scans): LV myocardium, LV blood pool, RV.
     dataset = "CMR"
-    superpixel_method = "2d"
 
 
 @ex.named_config

@@ -72,7 +72,7 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
           f"{trained.get('model_label') or trained['model']['name']} at step {state['step']} (Dice %)\n{table}\n")
 
     # --- write results ------------------------------------------------------------------------------
-    output_dir = run_dir / f"evaluation_fold{config['eval_fold']}"
+    output_dir = run_dir / evaluation_folder_name(config["eval_fold"], checkpoint_path)
     summary = summarize(scores, config, checkpoint_path, state["step"])
     write_json(summary, output_dir / "summary.json")
     write_scores_csv(scores, output_dir / "scores.csv")
@@ -84,6 +84,12 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     _run.info["summary"] = str(output_dir / "summary.json")
     logger.info("wrote %s", output_dir)
     return summary["mean_dice"]
+
+
+def evaluation_folder_name(fold: int, checkpoint_path: Path) -> str:
+    """evaluation_fold<k> for the final weights, evaluation_fold<k>_<checkpoint> for any other checkpoint."""
+    suffix = "" if checkpoint_path.name == Path(LAST_CHECKPOINT).name else f"_{checkpoint_path.stem}"
+    return f"evaluation_fold{fold}{suffix}"
 
 
 def check_same_model(trained: dict, requested: dict, path: Path) -> None:

@@ -28,7 +28,7 @@ from dataloaders.specs import get_spec
 from dataloaders.volumes import load_scans
 from models import build_model
 from models.losses import alignment_loss, soft_dice_loss, weighted_cross_entropy
-from utils.checkpoint import LAST_CHECKPOINT, load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
+from utils.checkpoint import INITIAL_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
 from utils.evaluation import evaluate_episodes, organ_means
 from utils.runtime import autocast, resolve_precision, select_device
 from utils.seeding import make_generator, seed_everything, worker_init_fn
@@ -99,6 +99,9 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         restore_rng_states(state["rng"])
         start_step = state["step"]
         logger.info("resuming %s from step %d", checkpoint_path, start_step)
+    else:
+        save_checkpoint(run_dir / INITIAL_CHECKPOINT, model=model, optimizer=optimizer, scheduler=scheduler, step=0,
+                        config=config)
     if start_step >= config["n_steps"]:
         logger.info("%s already finished %d steps", run_dir, start_step)
         return {"step": start_step}
