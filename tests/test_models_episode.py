@@ -118,3 +118,14 @@ def test_malformed_episode_raises_one_clear_error():
         model(support_images, support_masks[:, :, :32], query_images)
     with pytest.raises(ValueError, match="support batch"):
         model(support_images, support_masks, query_images[:1])
+
+
+@pytest.mark.parametrize("scaling", ["softmax", "mean"])
+def test_psmnet_under_bfloat16_autocast_gives_finite_float32_logits(scaling):
+    model = build_model("psmnet", attention_scaling=scaling, **SMALL)
+    support_images, support_masks, query_images = _episode(2, 2, 64)
+    for masks in (support_masks, torch.zeros_like(support_masks)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(support_images, masks, query_images, return_alignment=True)
+        assert output.logits.dtype == torch.float32
+        assert torch.isfinite(output.logits).all() and torch.isfinite(output.alignment_logits).all()
