@@ -1,0 +1,50 @@
+"""scripts/summarize_folds.py and scripts/compare_evaluations.py on hand-written summaries."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from compare_evaluations import comparison_table  # noqa: E402
+from summarize_folds import summary_table  # noqa: E402
+from utils.io import write_json  # noqa: E402
+
+
+def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100) -> Path:
+    folder = run_dir / f"evaluation_fold{fold}"
+    organs = {organ: {"label": index + 1, "dice": dice, "scans": {}} for index, (organ, dice) in enumerate(organ_dice.items())}
+    mean = sum(organ_dice.values()) / len(organ_dice)
+    write_json({"organs": organs, "mean_dice": mean, "step": step}, folder / "summary.json")
+    return folder
+
+
+def test_fold_table_reports_mean_and_population_std_over_folds(tmp_path):
+    write_summary(tmp_path / "X_setting1_psmnet_fold0", 0, {"liver": 0.80, "spleen": 0.60})
+    write_summary(tmp_path / "X_setting1_psmnet_fold1", 1, {"liver": 0.70, "spleen": 0.40})
+    table = summary_table([str(tmp_path / "X_setting1_psmnet")])
+    row = table.splitlines()[2]
+    assert row == "| X_setting1_psmnet | 2 | 75.00 ± 5.00 | 50.00 ± 10.00 | 62.50 ± 7.50 |"
+
+
+def test_setting2_groups_joined_with_plus_form_one_row(tmp_path):
+    for fold, (liver, kidney) in enumerate([(0.9, 0.5), (0.7, 0.7)]):
+        write_summary(tmp_path / f"X_setting2_group0_alpnet_fold{fold}", fold, {"liver": liver})
+        write_summary(tmp_path / f"X_setting2_group1_alpnet_fold{fold}", fold, {"right_kidney": kidney})
+    prefixes = f"{tmp_path}/X_setting2_group0_alpnet+{tmp_path}/X_setting2_group1_alpnet"
+    lines = summary_table([prefixes]).splitlines()
+    assert lines[0] == "| method | folds | liver | right_kidney | mean |"
+    assert lines[2].endswith("| 2 | 80.00 ± 10.00 | 60.00 ± 10.00 | 70.00 ± 0.00 |")
+
+
+def test_missing_folds_are_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no evaluated folds"):
+        summary_table([str(tmp_path / "nothing_here")])
+
+
+def test_comparison_puts_evaluations_side_by_side(tmp_path):
+    before = write_summary(tmp_path / "run", 0, {"liver": 0.1, "spleen": 0.3}, step=0)
+    after = write_summary(tmp_path / "run2", 0, {"liver": 0.9, "spleen": 0.7}, step=50)
+    lines = comparison_table([before, after]).splitlines()
+    assert lines[2] == "| liver | 10.00 | 90.00 |"
+    assert lines[-1] == "| **mean Dice** | **20.00** | **80.00** |"
