@@ -116,7 +116,14 @@ class MultiLevelCrossAttention(nn.Module):
         height, width = query_features.shape[-2:]
         tokens = rearrange(query_features, "b c h w -> b (h w) c")
         key_mask = rearrange(foreground_masks >= self.key_threshold, "b s h w -> b (s h w)")
+        # attention cost grows with the number of keys: keep only the foreground positions,
+        # padded to the largest foreground of the batch (the padding stays masked)
+        n_keys = max(int(key_mask.sum(dim=1).max()), 1)
+        key_index = torch.argsort(key_mask.to(torch.uint8), dim=1, descending=True, stable=True)[:, :n_keys]
+        key_mask = key_mask.gather(1, key_index)
         guides = self.guide_maps(support_features, foreground_masks, global_prototypes, part_prototypes, part_valid)
         for block, guide in zip(self.levels, guides):
-            tokens = block(tokens, rearrange(guide, "b s c h w -> b (s h w) c"), key_mask)
+            guide = rearrange(guide, "b s c h w -> b (s h w) c")
+            guide = guide.gather(1, key_index.unsqueeze(-1).expand(-1, -1, guide.shape[-1]))
+            tokens = block(tokens, guide, key_mask)
         return rearrange(tokens, "b (h w) c -> b c h w", h=height, w=width)
