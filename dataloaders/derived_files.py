@@ -27,7 +27,7 @@ from dataloaders.volumes import (
     read_raw_scan,
     superpixel_path,
 )
-from utils.io import write_array_like, write_json
+from utils.io import read_json, write_array_like, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,12 @@ def write_index_and_metadata(dataset_dir: Path, spec: DatasetSpec, derived_dir: 
     mean = float(total / count)
     std = float(np.sqrt(max(total_squares / count - mean**2, 0.0)))
     write_class_slice_index(index, derived_dir / CLASS_SLICE_INDEX_NAME)
+    metadata_path = derived_dir / DATASET_METADATA_NAME
+    # keep what preprocessing recorded there (prepare_sabs.py: source files, HU window, crop)
+    existing = read_json(metadata_path) if metadata_path.is_file() else {}
     write_json(
         {
+            **existing,
             "name": spec.name,
             "modality": spec.modality,
             "scan_ids": list(spec.scan_ids),
@@ -77,7 +81,7 @@ def write_index_and_metadata(dataset_dir: Path, spec: DatasetSpec, derived_dir: 
             "intensity_mean": mean,
             "intensity_std": std,
         },
-        derived_dir / DATASET_METADATA_NAME,
+        metadata_path,
     )
 
 

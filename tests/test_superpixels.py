@@ -14,7 +14,7 @@ from dataloaders.class_slice_index import build_class_slice_index, read_class_sl
 from dataloaders.derived_files import ensure_derived_files
 from dataloaders.specs import get_spec
 from dataloaders.superpixels import FELZENSZWALB_MIN_SIZE, body_mask_2d, body_threshold, superpixels_2d
-from utils.io import read_array, read_image, read_json
+from utils.io import read_array, read_image, read_json, write_json
 
 CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
 DEMO = get_spec("DEMO")
@@ -146,3 +146,14 @@ def test_parallel_workers_write_the_same_superpixels(tmp_path):
     ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "parallel", workers=2)
     for name in ("superpixels_1.nii.gz", "superpixels_2.nii.gz", "class_slice_index.json"):
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes()
+
+
+def test_dataset_json_keeps_what_preprocessing_recorded(tmp_path):
+    spec = dataclasses.replace(DEMO, scan_ids=(1, 2))
+    dataset_dir = tmp_path / "DEMO"
+    write_tiny_dataset(dataset_dir)
+    write_json({"source_images": {"1": "raw/img0001.nii.gz"}, "intensity_mean": -1.0}, dataset_dir / "dataset.json")
+    ensure_derived_files(dataset_dir, spec, dataset_dir)
+    metadata = read_json(dataset_dir / "dataset.json")
+    assert metadata["source_images"] == {"1": "raw/img0001.nii.gz"}
+    assert metadata["intensity_mean"] > 0 and metadata["scan_ids"] == [1, 2]
