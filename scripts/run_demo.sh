@@ -4,6 +4,7 @@
 # Extra arguments are Sacred config updates or named configs, e.g.  bash scripts/run_demo.sh alpnet n_steps=500
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONUTF8=1  # progress bars and tables print UTF-8 whatever the machine's locale
 bash scripts/setup_env.sh
 export PYTHONWARNINGS=ignore::UserWarning  # Sacred's pkg_resources deprecation notice
 python=.venv/bin/python

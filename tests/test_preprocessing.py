@@ -393,7 +393,7 @@ def test_cmr_missing_manual_label_and_truncated_image_are_errors_naming_the_file
 
 @pytest.mark.parametrize("script", ["prepare_chaos.py", "prepare_sabs.py", "prepare_cmr.py"])
 def test_script_help_runs_from_the_command_line(script):
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), "--help"], capture_output=True, encoding="utf-8", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--raw" in result.stdout and "--overwrite" in result.stdout and "--workers" in result.stdout
 

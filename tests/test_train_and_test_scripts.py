@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -144,8 +143,10 @@ def test_command_line_prints_dice_table(demo_root, tmp_path):
     arguments = [f"{key}={value!r}" for key, value in overrides.items() if key != "model"] + ["model.encoder=resnet18"]
     for script in ("train.py", "test.py"):
         result = subprocess.run([sys.executable, script, "with", "demo", "cpu", *arguments], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=600)
+                                capture_output=True, encoding="utf-8", timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
-    assert "| organ |" in result.stdout and "| liver |" in result.stdout
-    dice_column = [line.split("|")[-4] for line in result.stdout.splitlines() if line.startswith("| liver")]
-    assert not math.isnan(float(dice_column[0])) if dice_column[0].strip() != "n/a" else True
+    assert "| organ |" in result.stdout
+    liver_rows = [line for line in result.stdout.splitlines() if line.startswith("| liver |")]
+    assert len(liver_rows) == 1
+    liver_dice = float(liver_rows[0].split("|")[-4])  # every query scan has liver, so its Dice is a number
+    assert 0.0 <= liver_dice <= 100.0
