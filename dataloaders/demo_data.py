@@ -6,9 +6,10 @@ Not from a paper: a stand-in with the layout of the preprocessed CHAOST2 data
 1.25 x 1.25 x 7.7 mm. Each scan has a body outline that varies per scan, fat and muscle
 layers, a vertebra with its spinal canal, aorta and vena cava, bowel-like texture, and the four
 organs as ellipsoids deformed by smooth random fields, placed in radiological convention
-(patient's right on the image left, anterior at the top). Organ intensities overlap with the
-background structures, and a bias field and noise are added, so intensity alone does not
-segment them. Everything is vectorised numpy and deterministic from the seed.
+(patient's right on the image left, anterior at the top). Each organ stands out from the tissue
+around it, but its intensities also occur in other structures of the scan, and a bias field and
+noise are added, so intensity alone does not segment it. Everything is vectorised numpy and
+deterministic from the seed.
 
 Normalised coordinates: x (columns) and y (rows) in [-1, 1], z in [0, 1] from the first to the
 last slice.
@@ -33,23 +34,27 @@ INTENSITY_SCALE = 1000.0  # stored intensities are whole numbers in about 0..INT
 # Smooth random fields: Gaussian bumps on a coarse grid of this many nodes per axis (z, y, x).
 COARSE_GRID = (4, 7, 7)
 
-# Tissue intensities (fraction of INTENSITY_SCALE) before texture, bias and noise. Organs sit
-# inside the range of soft tissue, muscle and bowel on purpose.
+# Tissue intensities (fraction of INTENSITY_SCALE) before texture, bias and noise.
 TISSUE_INTENSITY = {
-    "soft_tissue": 0.42,
+    "soft_tissue": 0.45,
     "fat": 0.30,
     "muscle": 0.24,
     "vertebra": 0.52,
     "spinal_canal": 0.85,
     "aorta": 0.08,
     "vena_cava": 0.55,
-    "bowel_fluid": 0.80,
+    "bowel_fluid": 0.60,
     "bowel_gas": 0.05,
 }
-ORGAN_INTENSITY = {1: 0.36, 2: 0.62, 3: 0.62, 4: 0.58}
-ORGAN_INTENSITY_JITTER = 0.05
-TEXTURE_AMPLITUDE = 0.06
-BIAS_AMPLITUDE = 0.20
+# Organs as in T2-weighted MRI: a dark liver, bright kidneys and spleen. Each differs from the
+# tissue around it, but shares its intensities with structures elsewhere (liver: muscle wall, aorta,
+# bowel gas; right kidney: bowel content, vena cava, spinal canal; spleen and left kidney: each
+# other and the spinal canal), so shape and context matter. With the organs inside the soft-tissue
+# range instead, a few minutes of CPU training did not learn them (docs/RESULTS.md#demo).
+ORGAN_INTENSITY = {1: 0.18, 2: 0.75, 3: 1.10, 4: 0.92}
+ORGAN_INTENSITY_JITTER = 0.04
+TEXTURE_AMPLITUDE = 0.04
+BIAS_AMPLITUDE = 0.10
 NOISE_STD = 0.03
 PARTIAL_VOLUME_SIGMA_PX = 0.7
 
