@@ -178,11 +178,16 @@ def panet():
 
 @ex.named_config
 def cpu():
-    # A CPU-sized profile: ResNet-18 trunk, 128 px slices, a few thousand steps.
+    # A CPU-sized profile for training from scratch in minutes: ResNet-18 trunk, 128 px slices.
+    # It departs from the protocol's optimisation in two values, measured on the demo data
+    # (docs/RESULTS.md#demo): without pretrained weights and with ~1k steps, lr 1e-3 learns too
+    # slowly, and a background weight of 0.05 makes the model mark most of the slice foreground.
     device = "cpu"
     image_size = 128
     model = dict(encoder="resnet18")
-    n_steps = 2000
+    lr = 1e-2
+    class_weights = [1.0, 1.0]
+    n_steps = 1200
     lr_decay_every = 200
     checkpoint_every = 250
     validate_every = 500
