@@ -7,8 +7,8 @@ Not from a paper: a stand-in with the layout of the preprocessed CHAOST2 data
 layers, a vertebra with its spinal canal, aorta and vena cava, bowel-like texture, and the four
 organs as ellipsoids deformed by smooth random fields, placed in radiological convention
 (patient's right on the image left, anterior at the top). Each organ stands out from the tissue
-around it, but its intensities also occur in other structures of the scan, and a bias field and
-noise are added, so intensity alone does not segment it. Everything is vectorised numpy and
+around it, but over the dataset its intensities also occur in other structures, and a bias field
+and noise are added, so intensity alone does not segment it. Everything is vectorised numpy and
 deterministic from the seed.
 
 Normalised coordinates: x (columns) and y (rows) in [-1, 1], z in [0, 1] from the first to the
@@ -48,9 +48,9 @@ TISSUE_INTENSITY = {
 }
 # Organs as in T2-weighted MRI: a dark liver, bright kidneys and spleen. Each differs from the
 # tissue around it, but shares its intensities with structures elsewhere (liver: muscle wall, aorta,
-# bowel gas; right kidney: bowel content, vena cava, spinal canal; spleen and left kidney: each
-# other and the spinal canal), so shape and context matter. With the organs inside the soft-tissue
-# range instead, a few minutes of CPU training did not learn them (docs/RESULTS.md#demo).
+# bowel gas; right kidney: bowel content and vena cava; spleen: spinal canal and, in most scans,
+# the left kidney), so shape and context matter. With the organs inside the soft-tissue range
+# instead, a few minutes of CPU training did not learn them (docs/RESULTS.md#demo).
 ORGAN_INTENSITY = {1: 0.18, 2: 0.75, 3: 1.10, 4: 0.92}
 ORGAN_INTENSITY_JITTER = 0.04
 TEXTURE_AMPLITUDE = 0.04
