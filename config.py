@@ -219,3 +219,9 @@ def run_directory(config: dict) -> Path:
 def run_directory_of(_config):
     """Print where a run with this config lives (used by scripts/run_folds.py)."""
     return str(run_directory(_config))
+
+
+@ex.command(unobserved=True)
+def resolved_config(_config):
+    """The composed config as a plain dict (bench/ builds runs from it exactly as train.py does)."""
+    return dict(_config)

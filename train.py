@@ -114,18 +114,7 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     for step in progress:
         # --- forward and loss ----------------------------------------------------------------------
         batch = {key: value.to(device, non_blocking=True) for key, value in next(batches).items()}
-        with_alignment = config["alignment_loss_weight"] > 0
-        with autocast(device, precision):
-            output = model(batch["support_images"], batch["support_masks"], batch["query_images"],
-                           return_alignment=with_alignment)
-        losses = {"query_ce": weighted_cross_entropy(output.logits.float(), batch["query_labels"], class_weights,
-                                                     config["ignore_index"])}
-        if with_alignment:
-            losses["alignment"] = config["alignment_loss_weight"] * alignment_loss(
-                output.alignment_logits.float(), batch["support_masks"], class_weights)
-        if config["dice_loss_weight"] > 0:
-            losses["dice"] = config["dice_loss_weight"] * soft_dice_loss(
-                output.logits.float(), batch["query_labels"], config["ignore_index"])
+        output, losses = episode_losses(model, batch, config, class_weights, device, precision)
         loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(f"step {step + 1}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} }); "
@@ -165,6 +154,30 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     writer.close()
     _run.info["checkpoint"] = str(checkpoint_path)
     return {"step": config["n_steps"], "final_loss": loss.item()}
+
+
+def episode_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], config: dict, class_weights: torch.Tensor,
+                   device: torch.device, precision: str):
+    """(model output, {loss name: weighted loss}) of one stacked episode batch.
+
+    batch: support_images (B, S, 3, H, W), support_masks (B, S, H, W), query_images (B, 3, H, W),
+    query_labels (B, H, W) with `ignore_index` where no loss applies. The losses are the weighted
+    cross-entropy of the query, PANet's alignment loss and the soft Dice loss, each only when its
+    weight in `config` is positive (cross-entropy always).
+    """
+    with_alignment = config["alignment_loss_weight"] > 0
+    with autocast(device, precision):
+        output = model(batch["support_images"], batch["support_masks"], batch["query_images"],
+                       return_alignment=with_alignment)
+    losses = {"query_ce": weighted_cross_entropy(output.logits.float(), batch["query_labels"], class_weights,
+                                                 config["ignore_index"])}
+    if with_alignment:
+        losses["alignment"] = config["alignment_loss_weight"] * alignment_loss(
+            output.alignment_logits.float(), batch["support_masks"], class_weights)
+    if config["dice_loss_weight"] > 0:
+        losses["dice"] = config["dice_loss_weight"] * soft_dice_loss(
+            output.logits.float(), batch["query_labels"], config["ignore_index"])
+    return output, losses
 
 
 def episode_batches(dataset, batch_size: int, start_step: int, num_workers: int, seed: int):

@@ -1,0 +1,167 @@
+"""Training step time and evaluation time per fold of every model, as ratios to SSL-ALPNet.
+
+Every model variant is built from the same Sacred named configs as train.py (dataset, setting,
+variant, profile), so the comparison is under one profile. In one process and interleaved
+round-robin (a busy machine slows every variant alike):
+
+- training step: forward with alignment, the training losses (train.py's `episode_losses`),
+  backward and SGD step, on the same pre-drawn superpixel episodes for every variant (drawing an
+  episode is model-independent and not timed); the median over the timed steps;
+- evaluation of one fold: every protocol test episode of the fold's query scans (all test organs
+  of the setting), as test.py segments them, from freshly initialised weights (speed does not
+  depend on them); the fastest of the rounds.
+
+    python bench/bench_fold_speed.py                       # CHAOST2 in ../shared/data, `cpu` profile
+    python bench/bench_fold_speed.py --data-root DIR --derived-root data/derived --steps 30 --rounds 3
+
+Without CHAOST2 it benchmarks the synthetic DEMO dataset (written to a temporary folder).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from config import ex  # noqa: E402
+from dataloaders.augmentation import AugmentationParams  # noqa: E402
+from dataloaders.demo_data import write_demo_dataset  # noqa: E402
+from dataloaders.derived_files import ensure_derived_files  # noqa: E402
+from dataloaders.experiment_data import dataset_directories, test_episodes, tested_labels, training_episodes  # noqa: E402
+from dataloaders.folds import fold_split  # noqa: E402
+from dataloaders.specs import DEMO_SCAN_COUNT, get_spec  # noqa: E402
+from dataloaders.volumes import load_scans  # noqa: E402
+from models import build_model  # noqa: E402
+from train import episode_losses  # noqa: E402
+from utils.evaluation import evaluate_episodes  # noqa: E402
+from utils.runtime import resolve_precision, select_device  # noqa: E402
+from utils.seeding import seed_everything  # noqa: E402
+
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+REFERENCE_VARIANT = "alpnet"
+VARIANTS = ["alpnet", "panet", "psmnet", "psm_only", "mcam_only"]
+
+
+def resolved_config(named_configs: list[str], updates: dict) -> dict:
+    """The config train.py would run with these named configs and updates."""
+    return ex.run("resolved_config", config_updates=updates, named_configs=named_configs,
+                  options={"--force": True, "--loglevel": "ERROR"}).result
+
+
+def stacked(episode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One dataset episode as a batch of 1 (the DataLoader's stacking)."""
+    return {key: value.unsqueeze(0) for key, value in episode.items()}
+
+
+def time_training_steps(model, optimizer, batches, config, class_weights, device, precision) -> list[float]:
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        _, losses = episode_losses(model, batch, config, class_weights, device, precision)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding CHAOST2/")
+    parser.add_argument("--derived-root", default="data/derived", help="where superpixels are (or get) written")
+    parser.add_argument("--profile", default="cpu", help="compute profile named config")
+    parser.add_argument("--setting", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--variants", nargs="+", default=VARIANTS)
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved timed rounds (after a one-step warm-up)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the fold runs used 1 each)")
+    args = parser.parse_args()
+    if REFERENCE_VARIANT not in args.variants:
+        parser.error(f"--variants must include {REFERENCE_VARIANT} (the reference of the ratios)")
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data_root, derived_root, dataset = args.data_root, args.derived_root, "chaost2"
+        if not (data_root / "CHAOST2").is_dir():
+            logging.warning("CHAOST2 not found in %s: benchmarking the synthetic DEMO dataset", data_root)
+            data_root, derived_root, dataset = Path(scratch), str(Path(scratch) / "derived"), "demo"
+            write_demo_dataset(data_root / "DEMO", DEMO_SCAN_COUNT)
+        updates = dict(data_root=str(data_root), derived_root=derived_root, eval_fold=args.fold)
+        configs = {variant: resolved_config([dataset, f"setting{args.setting}", variant, args.profile], updates)
+                   for variant in args.variants}
+        config = configs[REFERENCE_VARIANT]  # data keys are the same for every variant
+        seed_everything(config["seed"])
+        device = select_device(config["device"])
+        precision = resolve_precision(config["precision"], device)
+
+        spec = get_spec(config["dataset"])
+        dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)
+        ensure_derived_files(dataset_dir, spec, derived_dir, method=config["superpixel_method"])
+        split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
+        train_scans = load_scans(dataset_dir, spec, split.train_ids, derived_dir=derived_dir, with_superpixels=True,
+                                 image_size=config["image_size"])
+        episodes = training_episodes(
+            mode="superpixel", scans=list(train_scans.values()), spec=spec, setting=config["setting"],
+            label_group=config["label_group"], exclusion_rule=config["exclusion_rule"], n_shots=config["n_shots"],
+            episodes_per_epoch=args.rounds * args.steps, min_foreground_area=config["min_foreground_area"],
+            augmentation=AugmentationParams() if config["augment"] else None, seed=config["seed"],
+        )
+        batches = [stacked(episodes[index]) for index in range(len(episodes))]
+        test_scans = load_scans(dataset_dir, spec, split.query_ids + split.support_ids, derived_dir=derived_dir,
+                                image_size=config["image_size"])
+        labels = tested_labels(spec, config["setting"], config["label_group"])
+        fold_episodes = test_episodes(test_scans, split, spec, labels, config["n_parts"])
+
+        models, optimizers = {}, {}
+        for variant, variant_config in configs.items():
+            models[variant] = build_model(**variant_config["model"], **variant_config["model_options"]).to(device)
+            optimizers[variant] = torch.optim.SGD(models[variant].parameters(), lr=variant_config["lr"],
+                                                  momentum=variant_config["momentum"],
+                                                  weight_decay=variant_config["weight_decay"])
+        class_weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
+        for variant in configs:  # warm-up (first-call allocations), not counted
+            models[variant].train()
+            time_training_steps(models[variant], optimizers[variant], batches[:1], configs[variant], class_weights,
+                                device, precision)
+            models[variant].eval()
+            evaluate_episodes(models[variant], fold_episodes[:1], device, precision, config["eval_batch_size"])
+        step_times = {variant: [] for variant in configs}
+        eval_times = {variant: [] for variant in configs}
+        for round_index in range(args.rounds):
+            round_batches = batches[round_index * args.steps : (round_index + 1) * args.steps]
+            for variant in configs:
+                models[variant].train()
+                step_times[variant] += time_training_steps(models[variant], optimizers[variant], round_batches,
+                                                           configs[variant], class_weights, device, precision)
+                models[variant].eval()
+                start = time.perf_counter()
+                evaluate_episodes(models[variant], fold_episodes, device, precision, config["eval_batch_size"])
+                eval_times[variant].append(time.perf_counter() - start)
+            print(f"round {round_index + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+
+    step = {variant: statistics.median(times) for variant, times in step_times.items()}
+    evaluation = {variant: min(times) for variant, times in eval_times.items()}
+    query_slices = sum(episode.query_images.shape[0] for episode in fold_episodes)
+    print(f"{spec.name} fold {args.fold}, setting {args.setting}, profile {args.profile} "
+          f"({config['model']['encoder']}, {config['image_size'] or 'native'} px, output stride "
+          f"{config['model']['output_stride']}), {args.threads} thread(s); training step: median of "
+          f"{args.rounds} x {args.steps} steps; evaluation: {len(fold_episodes)} test episodes, "
+          f"{query_slices} query slices, fastest of {args.rounds}")
+    print(f"{'model':<10} {'step s':>8} {'step / ' + REFERENCE_VARIANT:>14} {'eval s':>8} {'eval / ' + REFERENCE_VARIANT:>14}")
+    for variant in configs:
+        print(f"{variant:<10} {step[variant]:>8.3f} {step[variant] / step[REFERENCE_VARIANT]:>14.2f} "
+              f"{evaluation[variant]:>8.2f} {evaluation[variant] / evaluation[REFERENCE_VARIANT]:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()
