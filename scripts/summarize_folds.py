@@ -26,19 +26,27 @@ FOLD_PATTERN = re.compile(r"_fold(\d+)$")
 PERCENT = 100
 
 
+def fold_run_directories(prefix: str) -> dict[int, Path]:
+    """{fold: run directory} of the runs named `<prefix>_fold<k>`."""
+    prefix_path = Path(prefix)
+    run_dirs = {}
+    for run_dir in prefix_path.parent.glob(f"{prefix_path.name}_fold*"):
+        match = FOLD_PATTERN.search(run_dir.name)
+        if match and run_dir.name == f"{prefix_path.name}_fold{match.group(1)}":
+            run_dirs[int(match.group(1))] = run_dir
+    return dict(sorted(run_dirs.items()))
+
+
 def fold_dice(row: str) -> dict[int, dict[str, float]]:
     """{fold: {organ: mean Dice over the fold's query scans}} for one table row."""
     per_fold: dict[int, dict[str, float]] = defaultdict(dict)
     for prefix in row.split("+"):
-        prefix_path = Path(prefix)
-        run_dirs = sorted(prefix_path.parent.glob(f"{prefix_path.name}_fold*"))
-        for run_dir in run_dirs:
-            match = FOLD_PATTERN.search(run_dir.name)
-            summary_path = run_dir / f"evaluation_fold{match.group(1)}" / "summary.json" if match else None
-            if summary_path is None or not summary_path.is_file():
+        for fold, run_dir in fold_run_directories(prefix).items():
+            summary_path = run_dir / f"evaluation_fold{fold}" / "summary.json"
+            if not summary_path.is_file():
                 continue
             for organ, scores in read_json(summary_path)["organs"].items():
-                per_fold[int(match.group(1))][organ] = scores["dice"]
+                per_fold[fold][organ] = scores["dice"]
     if not per_fold:
         raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/summary.json)")
     return dict(per_fold)

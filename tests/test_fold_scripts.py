@@ -7,7 +7,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from compare_evaluations import comparison_table  # noqa: E402
+from summarize_curves import curve_tables  # noqa: E402
 from summarize_folds import summary_table  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from utils.io import write_json  # noqa: E402
 
 
@@ -48,3 +50,26 @@ def test_comparison_puts_evaluations_side_by_side(tmp_path):
     lines = comparison_table([before, after]).splitlines()
     assert lines[2] == "| liver | 10.00 | 90.00 |"
     assert lines[-1] == "| **mean Dice** | **20.00** | **80.00** |"
+
+
+def write_curve(run_dir: Path, validation: dict[int, dict[str, float]], losses: dict[int, float]) -> None:
+    with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
+        for step, loss in losses.items():
+            writer.add_scalar("loss/total", loss, step)
+        for step, organs in validation.items():
+            for organ, dice in organs.items():
+                writer.add_scalar(f"validation_dice/{organ}", dice, step)
+
+
+def test_curve_tables_average_organs_then_folds_and_loss_windows(tmp_path):
+    write_curve(tmp_path / "X_psmnet_fold0", {10: {"liver": 0.2, "spleen": 0.4}, 20: {"liver": 0.6, "spleen": 0.8}},
+                {5: 1.0, 10: 0.5, 15: 0.25, 20: 0.25})
+    write_curve(tmp_path / "X_psmnet_fold1", {10: {"liver": 0.5, "spleen": 0.5}, 20: {"liver": 0.9, "spleen": 0.9}},
+                {5: 0.5, 10: 0.5, 15: 0.5, 20: 0.5})
+    write_curve(tmp_path / "X_psmnet_fold1_copy", {10: {"liver": 0.0}}, {5: 9.0})  # not a fold of X_psmnet
+    dice_table, loss_table = curve_tables([str(tmp_path / "X_psmnet")]).split("Training loss")
+    assert "| step 10 | step 20 |" in dice_table
+    # fold means 30/50 at step 10 and 70/90 at step 20 (organs first, then folds)
+    assert "| X_psmnet | 2 | 40.00 ± 10.00 | 80.00 ± 10.00 |" in dice_table
+    # loss windows (0, 10] and (10, 20]: fold 0 0.75 and 0.25, fold 1 0.5 and 0.5
+    assert "| X_psmnet | 2 | 0.625 ± 0.125 | 0.375 ± 0.125 |" in loss_table
