@@ -37,9 +37,10 @@ def fold_run_directories(prefix: str) -> dict[int, Path]:
     return dict(sorted(run_dirs.items()))
 
 
-def fold_dice(row: str) -> dict[int, dict[str, float]]:
-    """{fold: {organ: mean Dice over the fold's query scans}} for one table row."""
+def fold_dice(row: str) -> tuple[dict[int, dict[str, float]], dict[str, int]]:
+    """({fold: {organ: mean Dice over the fold's query scans}}, {organ: label id}) for one table row."""
     per_fold: dict[int, dict[str, float]] = defaultdict(dict)
+    organ_labels: dict[str, int] = {}
     for prefix in row.split("+"):
         for fold, run_dir in fold_run_directories(prefix).items():
             summary_path = run_dir / f"evaluation_fold{fold}" / "summary.json"
@@ -47,9 +48,10 @@ def fold_dice(row: str) -> dict[int, dict[str, float]]:
                 continue
             for organ, scores in read_json(summary_path)["organs"].items():
                 per_fold[fold][organ] = scores["dice"]
+                organ_labels[organ] = scores["label"]
     if not per_fold:
         raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/summary.json)")
-    return dict(per_fold)
+    return dict(per_fold), organ_labels
 
 
 def format_cell(values: list[float]) -> str:
@@ -58,8 +60,11 @@ def format_cell(values: list[float]) -> str:
 
 
 def summary_table(rows: list[str]) -> str:
-    results = {row: fold_dice(row) for row in rows}
-    organs = list(dict.fromkeys(organ for folds in results.values() for scores in folds.values() for organ in scores))
+    results, organ_labels = {}, {}
+    for row in rows:
+        results[row], row_labels = fold_dice(row)
+        organ_labels.update(row_labels)
+    organs = sorted(organ_labels, key=organ_labels.get)  # the papers' column order: by label id
     lines = ["| method | folds | " + " | ".join(organs) + " | mean |", "|---|---|" + "---|" * (len(organs) + 1)]
     for row, folds in results.items():
         cells = [format_cell([scores[organ] for scores in folds.values() if organ in scores]) for organ in organs]

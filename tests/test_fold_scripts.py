@@ -12,10 +12,12 @@ from summarize_folds import summary_table  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from utils.io import write_json  # noqa: E402
 
+CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
+
 
 def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100) -> Path:
     folder = run_dir / f"evaluation_fold{fold}"
-    organs = {organ: {"label": index + 1, "dice": dice, "scans": {}} for index, (organ, dice) in enumerate(organ_dice.items())}
+    organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
     mean = sum(organ_dice.values()) / len(organ_dice)
     write_json({"organs": organs, "mean_dice": mean, "step": step}, folder / "summary.json")
     return folder
@@ -37,6 +39,12 @@ def test_setting2_groups_joined_with_plus_form_one_row(tmp_path):
     lines = summary_table([prefixes]).splitlines()
     assert lines[0] == "| method | folds | liver | right_kidney | mean |"
     assert lines[2].endswith("| 2 | 80.00 ± 10.00 | 60.00 ± 10.00 | 70.00 ± 0.00 |")
+
+
+def test_organ_columns_follow_label_ids_not_names(tmp_path):
+    write_summary(tmp_path / "X_setting1_alpnet_fold0", 0, {"spleen": 0.4, "left_kidney": 0.3, "liver": 0.1})
+    header = summary_table([str(tmp_path / "X_setting1_alpnet")]).splitlines()[0]
+    assert header == "| method | folds | liver | left_kidney | spleen | mean |"
 
 
 def test_missing_folds_are_a_clear_error(tmp_path):
