@@ -37,9 +37,11 @@ from utils.tensorboard_panels import episode_panel, test_episode_panel
 logger = logging.getLogger(__name__)
 
 EPISODES_PER_EPOCH = 1000  # episodes are reseeded per epoch; resuming restarts mid-epoch exactly
-# Config keys that may differ between an interrupted run and its resumption.
+# Config keys that may differ between an interrupted run and its resumption (runs_root and
+# run_name too: a run folder copied or moved elsewhere, e.g. to extend a finished run, resumes).
 RESUMABLE_KEYS = {"resume", "n_steps", "num_workers", "log_every", "checkpoint_every", "validate_every", "device",
-                  "eval_batch_size", "checkpoint", "save_predictions", "save_overlays", "data_root", "derived_root"}
+                  "eval_batch_size", "checkpoint", "save_predictions", "save_overlays", "data_root", "derived_root",
+                  "runs_root", "run_name"}
 
 
 class TrainingDiverged(RuntimeError):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +108,15 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(demo_roo
         assert torch.equal(tensor, split["model"][name]), name
     initial = load_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
     assert initial["scheduler"] == whole["scheduler"]
+
+
+def test_a_copied_run_folder_resumes_under_its_new_name(demo_root, tmp_path, caplog):
+    run("train", tiny_config(demo_root, tmp_path / "first", n_steps=2))
+    shutil.copytree(tmp_path / "first" / "DEMO_setting1_psmnet_fold0", tmp_path / "second" / "extended")
+    with caplog.at_level(logging.INFO, logger=train_script.logger.name):
+        run("train", tiny_config(demo_root, tmp_path / "second", n_steps=3, run_name="extended"))
+    assert "from step 2" in caplog.text
+    assert load_checkpoint(tmp_path / "second" / "extended" / LAST_CHECKPOINT)["step"] == 3
 
 
 def test_resuming_with_a_different_training_config_is_refused(demo_root, tmp_path):
