@@ -13,6 +13,7 @@ round-robin (a busy machine slows every variant alike):
 
     python bench/bench_fold_speed.py                       # CHAOST2 in ../shared/data, `cpu` profile
     python bench/bench_fold_speed.py --data-root DIR --derived-root data/derived --steps 30 --rounds 3
+    python bench/bench_fold_speed.py --config precision=bf16     # the profile of the CHAOST2 table
 
 Without CHAOST2 it benchmarks the synthetic DEMO dataset (written to a temporary folder).
 """
@@ -44,6 +45,7 @@ from train import episode_losses  # noqa: E402
 from utils.evaluation import evaluate_episodes  # noqa: E402
 from utils.runtime import resolve_precision, select_device  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
+from scripts.run_folds import parse_value  # noqa: E402
 
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 REFERENCE_VARIANT = "alpnet"
@@ -54,6 +56,11 @@ def resolved_config(named_configs: list[str], updates: dict) -> dict:
     """The config train.py would run with these named configs and updates."""
     return ex.run("resolved_config", config_updates=updates, named_configs=named_configs,
                   options={"--force": True, "--loglevel": "ERROR"}).result
+
+
+def config_updates(assignments: list[str]) -> dict:
+    """["precision=bf16", ...] -> {"precision": "bf16", ...}, values read as train.py's command line does."""
+    return {key: parse_value(value) for key, value in (assignment.split("=", 1) for assignment in assignments)}
 
 
 def stacked(episode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -78,6 +85,8 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding CHAOST2/")
     parser.add_argument("--derived-root", default="data/derived", help="where superpixels are (or get) written")
     parser.add_argument("--profile", default="cpu", help="compute profile named config")
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config updates on top of the profile, as on train.py's command line")
     parser.add_argument("--setting", type=int, default=1, choices=[1, 2])
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
     parser.add_argument("--fold", type=int, default=0)
@@ -96,7 +105,8 @@ def main() -> None:
             logging.warning("CHAOST2 not found in %s: benchmarking the synthetic DEMO dataset", data_root)
             data_root, derived_root, dataset = Path(scratch), str(Path(scratch) / "derived"), "demo"
             write_demo_dataset(data_root / "DEMO", DEMO_SCAN_COUNT)
-        updates = dict(data_root=str(data_root), derived_root=derived_root, eval_fold=args.fold)
+        updates = dict(config_updates(args.config), data_root=str(data_root), derived_root=derived_root,
+                       eval_fold=args.fold)
         configs = {variant: resolved_config([dataset, f"setting{args.setting}", variant, args.profile], updates)
                    for variant in args.variants}
         config = configs[REFERENCE_VARIANT]  # data keys are the same for every variant
@@ -152,8 +162,8 @@ def main() -> None:
     step = {variant: statistics.median(times) for variant, times in step_times.items()}
     evaluation = {variant: min(times) for variant, times in eval_times.items()}
     query_slices = sum(episode.query_images.shape[0] for episode in fold_episodes)
-    print(f"{spec.name} fold {args.fold}, setting {args.setting}, profile {args.profile} "
-          f"({config['model']['encoder']}, {config['image_size'] or 'native'} px, output stride "
+    print(f"{spec.name} fold {args.fold}, setting {args.setting}, profile {' '.join([args.profile, *args.config])} "
+          f"({config['model']['encoder']}, {precision}, {config['image_size'] or 'native'} px, output stride "
           f"{config['model']['output_stride']}), {args.threads} thread(s); training step: median of "
           f"{args.rounds} x {args.steps} steps; evaluation: {len(fold_episodes)} test episodes, "
           f"{query_slices} query slices, fastest of {args.rounds}")

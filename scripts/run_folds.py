@@ -26,13 +26,13 @@ from utils.checkpoint import LAST_CHECKPOINT  # noqa: E402
 def fold_run_directory(sacred_args: list[str], fold: int) -> Path:
     """The run directory train.py uses for these arguments and fold."""
     named_configs = [arg for arg in sacred_args if "=" not in arg and arg != "with"]
-    updates = {key: _parse_value(value) for key, value in (arg.split("=", 1) for arg in sacred_args if "=" in arg)}
+    updates = {key: parse_value(value) for key, value in (arg.split("=", 1) for arg in sacred_args if "=" in arg)}
     updates["eval_fold"] = fold
     return Path(ex.run("run_directory_of", config_updates=updates, named_configs=named_configs,
                        options={"--force": True, "--loglevel": "ERROR"}).result)
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     """A command-line value as Sacred reads it: a Python literal, else a plain string."""
     try:
         return ast.literal_eval(text)
