@@ -161,3 +161,25 @@ def test_command_line_prints_dice_table(demo_root, tmp_path):
     assert len(liver_rows) == 1
     liver_dice = float(liver_rows[0].split("|")[-4])  # every query scan has liver, so its Dice is a number
     assert 0.0 <= liver_dice <= 100.0
+
+
+def test_prototype_counts_follow_each_models_prototype_scheme(demo_root, tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from count_prototypes import prototype_counts
+
+    config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
+    counts = {}
+    for model in ("panet", "psmnet"):
+        run("train", config, named_configs=("demo", "cpu", model))
+        counts[model] = prototype_counts(tmp_path / f"DEMO_setting1_{model}_fold0", None, None)
+    assert set(counts["panet"]) == {"liver", "right_kidney", "left_kidney", "spleen"}
+    for organ, (foreground, background, area) in counts["panet"].items():
+        assert (foreground, background) == (1.0, 1.0), organ  # one masked average per class
+        # PSMnet: the global prototype, plus up to T = 3 parts and the remainder where they
+        # reach the minimum part area (a kidney of a cell or two may give none)
+        psm_foreground, psm_background, psm_area = counts["psmnet"][organ]
+        assert 1.0 <= psm_foreground <= 5.0 and 2.0 <= psm_background <= 5.0, organ
+        assert psm_area == area > 0.0, organ  # same support slices and feature grid for both models
+    # 64 px slices at output stride 8: 8 x 8 feature cells; the liver covers several, so it splits
+    assert 4.0 < counts["panet"]["liver"][2] < 64.0
+    assert counts["psmnet"]["liver"][0] >= 2.0
