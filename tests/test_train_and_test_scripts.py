@@ -163,15 +163,17 @@ def test_command_line_prints_dice_table(demo_root, tmp_path):
     assert 0.0 <= liver_dice <= 100.0
 
 
-def test_prototype_counts_follow_each_models_prototype_scheme(demo_root, tmp_path):
+def test_inspection_counts_prototypes_per_scheme_and_measures_mcam_updates(demo_root, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from count_prototypes import prototype_counts
+    from inspect_runs import attention_update_norms, prototype_counts, trained_model_and_test_episodes
 
     config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
-    counts = {}
+    counts, update_norms = {}, {}
     for model in ("panet", "psmnet"):
         run("train", config, named_configs=("demo", "cpu", model))
-        counts[model] = prototype_counts(tmp_path / f"DEMO_setting1_{model}_fold0", None, None)
+        trained, episodes = trained_model_and_test_episodes(tmp_path / f"DEMO_setting1_{model}_fold0", None, None)
+        counts[model] = prototype_counts(trained, episodes)
+        update_norms[model] = attention_update_norms(trained, episodes)
     assert set(counts["panet"]) == {"liver", "right_kidney", "left_kidney", "spleen"}
     for organ, (foreground, background, area) in counts["panet"].items():
         assert (foreground, background) == (1.0, 1.0), organ  # one masked average per class
@@ -183,3 +185,9 @@ def test_prototype_counts_follow_each_models_prototype_scheme(demo_root, tmp_pat
     # 64 px slices at output stride 8: 8 x 8 feature cells; the liver covers several, so it splits
     assert 4.0 < counts["panet"]["liver"][2] < 64.0
     assert counts["psmnet"]["liver"][0] >= 2.0
+    # MCAM: three levels; after one step from zero-initialised output projections the updates are
+    # tiny next to the query features; PANet has no MCAM
+    assert update_norms["panet"] is None
+    assert len(update_norms["psmnet"]) == 3
+    for features, update, spread in update_norms["psmnet"]:
+        assert features > 0.0 and 0.0 <= spread <= update < 0.05 * features

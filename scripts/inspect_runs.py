@@ -1,0 +1,124 @@
+"""What trained models do inside an episode: prototype counts per organ, and MCAM's update sizes.
+
+    python scripts/inspect_runs.py runs/CHAOST2_setting1_psmnet_fold0 runs/CHAOST2_setting1_alpnet_fold0
+
+Every run is rebuilt from its checkpoints/last.pth and the config stored in it, and looked at on
+its fold's protocol test episodes (one support slice per organ and part of its z-range):
+
+- prototypes: the model's `class_prototypes` on the test supports: valid foreground and
+  background prototypes, and the support foreground's area in feature cells (the soft mask
+  summed), averaged over the parts. SSL-ALPNet's local windows, for instance, need the mask to
+  cover most of a window, which a small organ on a coarse feature grid rarely does.
+- attention (models with MCAM): per level, the mean norm of the query features entering the
+  block, of the block's residual update, and of the update minus its mean over the query
+  positions (how much the update differs from one position to another), on the first query
+  slices of every episode.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from dataloaders.experiment_data import dataset_directories, test_episodes, tested_labels  # noqa: E402
+from dataloaders.folds import fold_split  # noqa: E402
+from dataloaders.specs import get_spec  # noqa: E402
+from dataloaders.volumes import load_scans  # noqa: E402
+from models import build_model  # noqa: E402
+from models.prototypes import resize_masks  # noqa: E402
+from utils.checkpoint import LAST_CHECKPOINT, load_checkpoint, load_model_weights  # noqa: E402
+
+QUERY_SLICES = 4  # query slices per episode for the attention report
+
+
+def trained_model_and_test_episodes(run_dir: Path, data_root: str | None, derived_root: str | None):
+    """(model in eval mode, the fold's test episodes at the run's image size)."""
+    state = load_checkpoint(run_dir / LAST_CHECKPOINT)
+    config = state["config"]
+    model = build_model(**config["model"], **config["model_options"])
+    load_model_weights(model, state["model"], run_dir / LAST_CHECKPOINT)
+    model.eval()
+    spec = get_spec(config["dataset"])
+    dataset_dir, derived_dir = dataset_directories(data_root or config["data_root"],
+                                                   derived_root or config["derived_root"], spec)
+    split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
+    scans = load_scans(dataset_dir, spec, split.query_ids + split.support_ids, derived_dir=derived_dir,
+                       image_size=config["image_size"])
+    labels = tested_labels(spec, config["setting"], config["label_group"])
+    return model, test_episodes(scans, split, spec, labels, config["n_parts"])
+
+
+@torch.no_grad()
+def prototype_counts(model, episodes) -> dict[str, tuple[float, float, float]]:
+    """{organ: (mean valid foreground prototypes, mean valid background prototypes, mean foreground area)}."""
+    counts = {}
+    for episode in {episode.organ: episode for episode in episodes}.values():  # supports depend on the organ only
+        support_images, support_masks = episode.support_images, episode.support_masks  # (P, S, 3, H, W), (P, S, H, W)
+        features, _ = model.encode(support_images, episode.query_images[:1])  # (P, S, C, h, w)
+        masks = resize_masks(support_masks, tuple(features.shape[-2:]))  # (P, S, h, w)
+        prototypes = model.class_prototypes(features, masks)
+        counts[episode.organ] = (prototypes.foreground_valid.sum(dim=1).float().mean().item(),
+                                 prototypes.background_valid.sum(dim=1).float().mean().item(),
+                                 masks.sum(dim=(1, 2, 3)).mean().item())
+    return counts
+
+
+@torch.no_grad()
+def attention_update_norms(model, episodes) -> list[tuple[float, float, float]] | None:
+    """Per MCAM level: (|query features|, |update|, |update - its mean over positions|), means over
+    positions and episodes; None for a model without MCAM."""
+    cross_attention = getattr(model, "cross_attention", None)
+    if cross_attention is None:
+        return None
+    norms = [[] for _ in cross_attention.levels]
+
+    def record(level: int):
+        def hook(block, inputs, output):  # tokens (B, N, C) -> tokens + update (B, N, C)
+            tokens = inputs[0].float()
+            update = output.float() - tokens
+            spread = update - update.mean(dim=1, keepdim=True)
+            norms[level].append(torch.stack([tokens.norm(dim=-1).mean(), update.norm(dim=-1).mean(),
+                                             spread.norm(dim=-1).mean()]))
+        return hook
+
+    handles = [block.register_forward_hook(record(level)) for level, block in enumerate(cross_attention.levels)]
+    try:
+        for episode in episodes:
+            middle_part = episode.support_images.shape[0] // 2
+            queries = episode.query_images[episode.part_index == middle_part][:QUERY_SLICES]
+            model(episode.support_images[middle_part : middle_part + 1],
+                  episode.support_masks[middle_part : middle_part + 1], queries)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [tuple(torch.stack(level).mean(dim=0).tolist()) for level in norms]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (with checkpoints/last.pth)")
+    parser.add_argument("--data-root", help="overrides the data_root stored in the checkpoints")
+    parser.add_argument("--derived-root", help="overrides the derived_root stored in the checkpoints")
+    args = parser.parse_args()
+    prototype_lines = ["| run | organ | foreground prototypes | background prototypes | support foreground (feature cells) |",
+                       "|---|---|---|---|---|"]
+    attention_lines = ["| run | MCAM level | query features | update | update - its mean over positions |",
+                       "|---|---|---|---|---|"]
+    for run_dir in args.runs:
+        model, episodes = trained_model_and_test_episodes(run_dir, args.data_root, args.derived_root)
+        for organ, (foreground, background, area) in prototype_counts(model, episodes).items():
+            prototype_lines.append(f"| {run_dir.name} | {organ} | {foreground:.1f} | {background:.1f} | {area:.1f} |")
+        for level, (tokens, update, spread) in enumerate(attention_update_norms(model, episodes) or [], start=1):
+            attention_lines.append(f"| {run_dir.name} | {level} | {tokens:.2f} | {update:.2f} | {spread:.2f} |")
+    print("Prototypes per class on the test supports (means over parts)\n\n" + "\n".join(prototype_lines))
+    if len(attention_lines) > 2:
+        print("\nMCAM residual updates, mean norms over query positions\n\n" + "\n".join(attention_lines))
+
+
+if __name__ == "__main__":
+    main()
