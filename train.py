@@ -108,7 +108,9 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         logger.info("%s already finished %d steps", run_dir, start_step)
         return {"step": start_step}
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step)
+    # events after the checkpoint's step came from the interrupted run and are dropped; those at
+    # its step (validation Dice, losses) belong to the weights being resumed and stay
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
     batches = episode_batches(episodes, config["batch_size"], start_step, config["num_workers"], config["seed"])
     model.train()
     progress = tqdm(range(start_step, config["n_steps"]), initial=start_step, total=config["n_steps"],

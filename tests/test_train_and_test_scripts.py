@@ -110,6 +110,15 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(demo_roo
     assert initial["scheduler"] == whole["scheduler"]
 
 
+def test_resumed_run_keeps_the_curve_points_of_its_checkpoint_step(demo_root, tmp_path):
+    run("train", tiny_config(demo_root, tmp_path, n_steps=2))  # checkpoint and validation at step 2
+    run("train", tiny_config(demo_root, tmp_path, n_steps=4))  # resumes from step 2
+    events = EventAccumulator(str(tmp_path / "DEMO_setting1_psmnet_fold0" / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("loss/total")] == [1, 2, 3, 4]
+    assert [event.step for event in events.Scalars("validation_dice/liver")] == [2, 4]
+
+
 def test_a_copied_run_folder_resumes_under_its_new_name(demo_root, tmp_path, caplog):
     run("train", tiny_config(demo_root, tmp_path / "first", n_steps=2))
     shutil.copytree(tmp_path / "first" / "DEMO_setting1_psmnet_fold0", tmp_path / "second" / "extended")
