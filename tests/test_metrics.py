@@ -1,10 +1,12 @@
 """Dice, precision and recall on hand-made masks, and the protocol's NaN rule."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from utils.evaluation import NonFiniteLogits, evaluate_episodes
 from utils.metrics import OverlapCounts, dice_score, mean_and_std, overlap_counts
 
 
@@ -54,3 +56,17 @@ def test_mean_and_std_skip_undefined_scores():
     assert mean == pytest.approx(0.6)
     assert std == pytest.approx(0.1)
     assert all(math.isnan(value) for value in mean_and_std([math.nan]))
+
+
+def test_evaluation_refuses_non_finite_logits_naming_the_episode():
+    class DivergedModel(torch.nn.Module):
+        def forward(self, support_images, support_masks, query_images):
+            return SimpleNamespace(logits=torch.full((query_images.shape[0], 2, 8, 8), float("nan")))
+
+    episode = SimpleNamespace(
+        organ="spleen", label=4, query_scan_id=7, support_images=torch.zeros(1, 1, 3, 8, 8),
+        support_masks=torch.ones(1, 1, 8, 8), query_images=torch.zeros(2, 3, 8, 8),
+        query_labels=torch.zeros(2, 8, 8, dtype=torch.int64), part_index=torch.zeros(2, dtype=torch.int64),
+    )
+    with pytest.raises(NonFiniteLogits, match="spleen, query scan 7"):
+        evaluate_episodes(DivergedModel(), [episode], torch.device("cpu"), "fp32", batch_size=4)

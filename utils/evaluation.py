@@ -22,6 +22,10 @@ from utils.runtime import autocast
 FOREGROUND = 1
 
 
+class NonFiniteLogits(ValueError):
+    """A model produced NaN or infinite logits: its scores would be silently wrong."""
+
+
 @dataclass(frozen=True)
 class ScanScore:
     """Overlap of one organ's prediction with its ground truth in one query scan."""
@@ -47,6 +51,9 @@ def predict_episode(
             query_images = episode.query_images[batch_positions].to(device)  # (b, 3, H, W)
             with autocast(device, precision):
                 logits = model(support_images, support_masks, query_images).logits  # (b, 2, H, W)
+            if not torch.isfinite(logits).all():
+                raise NonFiniteLogits(f"{episode.organ}, query scan {episode.query_scan_id}: the model's logits are "
+                                      "not finite (NaN or infinite); its weights or features have diverged")
             logits = F.interpolate(logits.float(), size=native_size, mode="bilinear", align_corners=False)
             prediction[batch_positions] = (logits.argmax(dim=1) == FOREGROUND).cpu()
     return prediction
