@@ -12,6 +12,7 @@ the previous validation (single-episode losses are too noisy to read one by one)
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +28,9 @@ from utils.metrics import mean_and_std  # noqa: E402
 VALIDATION_PREFIX = "validation_dice/"
 LOSS_TAG = "loss/total"
 KEEP_ALL_SCALARS = {SCALARS: 0}  # EventAccumulator subsamples scalars unless told to keep them all
+# A resumed run's events restart at its checkpoint's step; the accumulator drops the interrupted
+# run's later points (as tensorboard does) and warns once per run about it: expected, not news.
+logging.getLogger("tensorboard").setLevel(logging.ERROR)
 
 
 def read_scalars(event_dir: Path) -> dict[str, dict[int, float]]:
