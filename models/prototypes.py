@@ -1,15 +1,18 @@
-"""The prototype toolbox shared by PANet, SSL-ALPNet and PSMnet (PSMNET.md steps 2, 3 and 5).
+"""The prototype toolbox shared by PANet, SSL-ALPNet and PSMnet (docs/METHOD.md, "Prototypes").
 
-- mask resizing to the feature grid (PSMNET.md step 2, soft masks in [0, 1]);
+- mask resizing to the feature grid (bilinear, soft masks in [0, 1]), as SSL-ALPNet and PSMnet do;
 - masked average pooling (PANet, Wang et al. 2019, eq. 1);
-- adaptive local prototype pooling (SSL-ALPNet, Ouyang et al. 2020, section 3.3);
+- local prototypes of SSL-ALPNet (Ouyang et al. 2020, section 3.3): window averages of the
+  features, kept where the window's mean mask value exceeds a coverage threshold;
 - cosine scoring x 20 and the per-class combination of several prototypes' similarity maps
   (SSL-ALPNet's softmax-weighted sum, or max).
 
 Everything is vectorised over batch, shots and prototypes. Prototypes come with a validity mask
 (B, P) so that classes with different numbers of prototypes stack into one tensor; invalid
-prototypes never influence a score. The arithmetic runs in float32 even under autocast, because
-masked sums over many pixels and cosine similarities lose too much precision in fp16 / bf16.
+prototypes never influence a score. A class without any valid prototype scores 0 everywhere: the
+originals get exactly that from a zero prototype (cosine 0) or an empty set of local prototypes
+(an empty sum). The arithmetic runs in float32 even under autocast, because masked sums over many
+pixels and cosine similarities lose too much precision in fp16 / bf16.
 """
 from __future__ import annotations
 
@@ -20,13 +23,19 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-# guards divisions by a mask area and the norm in cosine similarity
+# guards divisions by a mask area (the originals' "+ 1e-5")
 EPS = 1e-5
+# smallest norm a vector is divided by in cosine scoring (SSL-ALPNet's safe_norm)
+NORM_EPS = 1e-4
 # the multiplier of cosine similarity in PANet / SSL-ALPNet scoring
 DEFAULT_SCORE_SCALE = 20.0
-# SSL-ALPNet: 4 x 4 feature windows (32 x 32 features / proto_grid 8), kept at >= 95% coverage
+# SSL-ALPNet: 4 x 4 feature windows in training (32 x 32 features / proto_grid 8), 2 x 2 at test
+# (val_wsize), kept when their mask coverage exceeds 0.95
 DEFAULT_LOCAL_WINDOW = 4
+DEFAULT_TEST_LOCAL_WINDOW = 2
 DEFAULT_LOCAL_COVERAGE = 0.95
+# score of a class that has no valid prototype (see the module docstring)
+EMPTY_CLASS_SCORE = 0.0
 COMBINATIONS = ("softmax", "max")
 
 
@@ -42,7 +51,10 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Plain bilinear (no antialiasing), as SSL-ALPNet does: each feature cell takes the mask value
     interpolated at its centre, so masks stay sharp and become soft only along their edges.
+    Masks already at `size` are returned as they are.
     """
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks.float()
     lead = masks.shape[:-2]
     flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
     resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
@@ -66,34 +78,31 @@ def masked_average_pool(
     return prototypes, areas > max(min_area, EPS)
 
 
-def local_average_pool(
+def window_coverage(masks: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean mask value of every non-overlapping window: (B, S, h, w) -> (B, S, h // window, w // window)."""
+    batch = masks.shape[0]
+    pooled = F.avg_pool2d(rearrange(masks.float(), "b s h w -> (b s) 1 h w"), window, stride=window)
+    return rearrange(pooled, "(b s) 1 y x -> b s y x", b=batch)
+
+
+def local_prototypes(
     features: torch.Tensor,
     masks: torch.Tensor,
     window: int = DEFAULT_LOCAL_WINDOW,
     coverage: float = DEFAULT_LOCAL_COVERAGE,
-    include_global: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SSL-ALPNet adaptive local prototypes of one class, all shots pooled together.
+    """SSL-ALPNet's local prototypes of one class, all shots pooled together.
 
     features (B, S, C, h, w), masks (B, S, h, w) -> prototypes (B, P, C), valid (B, P) with
-    P = S * (h // window) * (w // window) + S. The first prototypes are the window averages of
-    the features (valid where the window's mean mask >= `coverage`), the last S the per-shot
-    global masked averages: valid when `include_global`, or as the fallback of a sample whose
-    mask covers no window well enough (as SSL-ALPNet does), and only for a non-empty mask.
+    P = S * (h // window) * (w // window): the window averages of the features, valid where the
+    window's mean mask value is strictly above `coverage` (SSL-ALPNet's `sup_y_g > thresh`).
     """
-    batch, shots = features.shape[:2]
+    batch = features.shape[0]
     with full_precision(features):
-        features, masks = features.float(), masks.float()
-        pooled = F.avg_pool2d(rearrange(features, "b s c h w -> (b s) c h w"), window, stride=window)
-        coverages = F.avg_pool2d(rearrange(masks, "b s h w -> (b s) 1 h w"), window, stride=window)
-        local = rearrange(pooled, "(b s) c y x -> b (s y x) c", b=batch)
-        local_valid = rearrange(coverages, "(b s) 1 y x -> b (s y x)", b=batch) >= coverage
-        global_prototypes, global_valid = masked_average_pool(features, masks.unsqueeze(2))
-    global_valid = global_valid.squeeze(2)
-    if not include_global:
-        global_valid = global_valid & ~local_valid.any(dim=1, keepdim=True)
-    prototypes = torch.cat([local, global_prototypes.squeeze(2)], dim=1)
-    return prototypes, torch.cat([local_valid, global_valid], dim=1)
+        pooled = F.avg_pool2d(rearrange(features.float(), "b s c h w -> (b s) c h w"), window, stride=window)
+        prototypes = rearrange(pooled, "(b s) c y x -> b (s y x) c", b=batch)
+    valid = rearrange(window_coverage(masks, window), "b s y x -> b (s y x)") > coverage
+    return prototypes, valid
 
 
 def cosine_scores(
@@ -105,11 +114,12 @@ def cosine_scores(
     """Scaled cosine similarity of every query feature to every prototype.
 
     query_features (B, C, h, w), prototypes (B, P, C), valid (B, P) -> scores (B, P, h, w);
-    scores of invalid prototypes are 0 (use `combine_class_scores` to exclude them).
+    scores of invalid prototypes are 0 (use `combine_class_scores` to exclude them). A zero
+    prototype scores 0 (vectors are divided by max(norm, NORM_EPS), as SSL-ALPNet's safe_norm).
     """
     with full_precision(query_features):
-        query = F.normalize(query_features.float(), dim=1, eps=EPS)
-        keys = F.normalize(prototypes.float(), dim=-1, eps=EPS)
+        query = F.normalize(query_features.float(), dim=1, eps=NORM_EPS)
+        keys = F.normalize(prototypes.float(), dim=-1, eps=NORM_EPS)
         scores = torch.einsum("bchw,bpc->bphw", query, keys) * scale
     return scores * valid[:, :, None, None].to(scores.dtype)
 
@@ -118,14 +128,13 @@ def combine_class_scores(
     scores: torch.Tensor,
     valid: torch.Tensor,
     mode: str = "softmax",
-    empty_score: float = -DEFAULT_SCORE_SCALE,
+    empty_score: float = EMPTY_CLASS_SCORE,
 ) -> torch.Tensor:
     """One class's score map from its prototypes' score maps.
 
     scores (B, P, h, w), valid (B, P) -> (B, h, w). "softmax": sum over prototypes of
     softmax(scores) * scores (SSL-ALPNet); "max": the best prototype. Invalid prototypes are
-    excluded; a sample without any valid prototype gets `empty_score` (default: the lowest
-    possible scaled cosine), so an empty class is never predicted and never NaN.
+    excluded; a sample without any valid prototype gets `empty_score` (0, as the originals).
     """
     if mode not in COMBINATIONS:
         raise ValueError(f"prototype combination must be one of {COMBINATIONS}, got {mode!r}")
