@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import MODEL_BUILDERS, build_model  # noqa: E402
+from models import MODEL_REGISTRY, build_model  # noqa: E402
 from models.encoder import ResNetEncoder  # noqa: E402
 from models.losses import alignment_loss, weighted_cross_entropy  # noqa: E402
 
@@ -73,7 +73,7 @@ def bench_encoder(encoder_name: str, model_names: list[str], episode, repeats: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoders", nargs="+", default=["resnet18", "resnet50", "resnet101"])
-    parser.add_argument("--models", nargs="+", default=sorted(MODEL_BUILDERS))
+    parser.add_argument("--models", nargs="+", default=sorted(MODEL_REGISTRY))
     parser.add_argument("--size", type=int, default=256, help="image side (pixels)")
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--output-stride", type=int, default=8)

@@ -1,12 +1,15 @@
-"""Model registry and builder (DESIGN.md "Models"): every model from a name and plain options.
+"""Model registry and builder (docs/DESIGN.md "Models"): every model from a name and plain options.
 
 `build_model("psmnet", encoder="resnet18", n_splits=2)` builds the encoder, checks every option
-against the model's options dataclass (whose defaults follow PSMNET.md) and returns the model.
+against the model's options dataclass (whose defaults follow docs/METHOD.md) and returns the
+model. Each entry also records how the model's original code trains it (alignment loss weight,
+number of steps), which config.py uses as defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
@@ -17,37 +20,54 @@ from models.encoder import ResNetEncoder
 from models.panet import PANet, PANetOptions
 from models.psmnet import PSMNet, PSMNetOptions
 
-
-def _build_panet(encoder: ResNetEncoder, options: PANetOptions) -> FewShotSegmenter:
-    return PANet(encoder, options)
-
-
-def _build_alpnet(encoder: ResNetEncoder, options: ALPNetOptions) -> FewShotSegmenter:
-    return ALPNet(encoder, options)
+ORIGINAL = "original"
+WITH_ALIGNMENT = "with_alignment"
+LOSS_RECIPES = (ORIGINAL, WITH_ALIGNMENT)
 
 
-def _build_psmnet(encoder: ResNetEncoder, options: PSMNetOptions) -> FewShotSegmenter:
-    return PSMNet(encoder, encoder.feature_channels, options)
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build a model, and how its original code trains it."""
+
+    options_type: type
+    build: Callable[[ResNetEncoder, object], FewShotSegmenter]
+    original_alignment_weight: float  # weight of PANet's alignment loss in the original training script
+    original_steps: int  # training steps of the original training script
 
 
-# name -> (options dataclass, builder from an encoder and options)
-MODEL_BUILDERS: dict[str, tuple[type, Callable[..., FewShotSegmenter]]] = {
-    "panet": (PANetOptions, _build_panet),
-    "alpnet": (ALPNetOptions, _build_alpnet),
-    "psmnet": (PSMNetOptions, _build_psmnet),
+MODEL_REGISTRY: dict[str, ModelEntry] = {
+    # PANet under SSL-ALPNet's protocol: its alignment loss (usealign) and SSL-ALPNet's 100k steps
+    "panet": ModelEntry(PANetOptions, PANet, original_alignment_weight=1.0, original_steps=100_000),
+    # SSL-ALPNet's config_ssl_upload.py: usealign=True, n_steps=100100
+    "alpnet": ModelEntry(ALPNetOptions, ALPNet, original_alignment_weight=1.0, original_steps=100_000),
+    # PSMnet's tr.py: `loss = query_loss + 0*align_loss + 0*query_loss1`; train.sh: NSTEP=50100
+    "psmnet": ModelEntry(PSMNetOptions, lambda encoder, options: PSMNet(encoder, encoder.feature_channels, options),
+                         original_alignment_weight=0.0, original_steps=50_000),
 }
+
+
+def _lookup(name: str) -> ModelEntry:
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[name]
 
 
 def model_options(name: str) -> dict[str, object]:
     """The option names of model `name` with their defaults."""
-    options_type, _ = _lookup(name)
-    return {field.name: field.default for field in dataclasses.fields(options_type)}
+    return {field.name: field.default for field in dataclasses.fields(_lookup(name).options_type)}
 
 
-def _lookup(name: str) -> tuple[type, Callable[..., FewShotSegmenter]]:
-    if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name]
+def original_steps(name: str) -> int:
+    """Training steps of model `name`'s original training script."""
+    return _lookup(name).original_steps
+
+
+def alignment_loss_weight(name: str, loss_recipe: str) -> float:
+    """Weight of the alignment loss for model `name` under a loss recipe: "original" (the model's
+    own training script) or "with_alignment" (weight 1 for every model)."""
+    if loss_recipe not in LOSS_RECIPES:
+        raise ValueError(f"loss_recipe must be one of {LOSS_RECIPES}, got {loss_recipe!r}")
+    return _lookup(name).original_alignment_weight if loss_recipe == ORIGINAL else 1.0
 
 
 def build_model(
@@ -60,13 +80,14 @@ def build_model(
     **options,
 ) -> nn.Module:
     """A few-shot model by registry name; unknown names or options raise a ValueError listing the valid ones."""
-    options_type, builder = _lookup(name)
+    entry = _lookup(name)
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(valid)}")
-    model_config = options_type(**options)
-    return builder(ResNetEncoder(encoder, output_stride, feature_channels, pretrained), model_config)
+    model_config = entry.options_type(**options)
+    return entry.build(ResNetEncoder(encoder, output_stride, feature_channels, pretrained), model_config)
 
 
-__all__ = ["MODEL_BUILDERS", "FewShotOutput", "build_model", "model_options"]
+__all__ = ["LOSS_RECIPES", "MODEL_REGISTRY", "FewShotOutput", "alignment_loss_weight", "build_model",
+           "model_options", "original_steps"]

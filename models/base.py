@@ -1,14 +1,16 @@
-"""The episode plumbing shared by every few-shot model (DESIGN.md "Models"; PANet section 3.2-3.3).
+"""The episode plumbing shared by the prototype models (docs/DESIGN.md "Models"; PANet section 3.2-3.3).
 
-`FewShotSegmenter` encodes support and query slices in one encoder pass, resizes the support
-masks to the feature grid, shares a support batch of 1 with every query, scores the query against
-per-class prototypes, upsamples the logits, and implements PANet's prototype alignment
-regularisation (PAR): prototypes taken from the query with its own hard prediction segment each
-support back. Subclasses only say how a class's prototypes are made (`class_prototypes`) and,
-optionally, how the query features are adapted to the support (`adapt_query`).
+`FewShotSegmenter` encodes support and query slices in one encoder pass, makes per-class
+prototypes from the supports (once per support batch, shared by every query of a batch of 1),
+scores the query features against them, upsamples the logits, and implements PANet's prototype
+alignment regularisation (PAR) as PANet and SSL-ALPNet compute it: the query's hard prediction at
+feature resolution gives query prototypes that segment each support back. Subclasses only say how
+a class's prototypes are made (`class_prototypes`) and, optionally, how the query features are
+adapted to the support (`adapt_query`).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,17 +18,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from models.prototypes import DEFAULT_SCORE_SCALE, combine_class_scores, cosine_scores, resize_masks
+from models.prototypes import DEFAULT_SCORE_SCALE, combine_class_scores, cosine_scores
 
 N_CLASSES = 2  # background, foreground
+FOREGROUND = 1
 
 
 @dataclass
 class FewShotOutput:
-    """logits (B, 2, H, W); alignment_logits (B, S, 2, H, W) or None."""
+    """logits (B, 2, H, W); alignment_logits (B, S, 2, H, W) or None; alignment_counted (B,) bool
+    or None: False for an episode whose alignment loss the model's original skips."""
 
     logits: torch.Tensor
     alignment_logits: torch.Tensor | None = None
+    alignment_counted: torch.Tensor | None = None
 
 
 @dataclass
@@ -38,9 +43,21 @@ class ClassPrototypes:
     foreground: torch.Tensor
     foreground_valid: torch.Tensor
 
+    def map_tensors(self, transform) -> "ClassPrototypes":
+        """A copy with `transform` applied to every tensor field (each (B, ...))."""
+        return dataclasses.replace(self, **{
+            field.name: transform(value)
+            for field in dataclasses.fields(self)
+            if isinstance(value := getattr(self, field.name), torch.Tensor)
+        })
+
 
 class FewShotSegmenter(nn.Module):
     """Base class: encoder + prototype scoring + PAR; see the module docstring."""
+
+    # PANet skips the alignment loss of an episode whose query has no predicted foreground (its
+    # `skip_ways`); SSL-ALPNet computes it anyway (its FIXME: "a positive class must be there")
+    skips_alignment_without_foreground = False
 
     def __init__(
         self, encoder: nn.Module, score_scale: float = DEFAULT_SCORE_SCALE, prototype_combination: str = "softmax"
@@ -51,30 +68,29 @@ class FewShotSegmenter(nn.Module):
         self.prototype_combination = prototype_combination
 
     def class_prototypes(self, features: torch.Tensor, masks: torch.Tensor) -> ClassPrototypes:
-        """features (B, S, C, h, w), foreground masks (B, S, h, w) soft -> ClassPrototypes."""
+        """features (B, S, C, h, w), foreground masks (B, S, H', W') soft, at image or feature
+        resolution -> ClassPrototypes (B, P, C)."""
         raise NotImplementedError
 
     def adapt_query(
         self,
         query_features: torch.Tensor,
         support_features: torch.Tensor,
-        support_masks: torch.Tensor,
         prototypes: ClassPrototypes,
     ) -> torch.Tensor:
-        """query_features (B, C, h, w) -> (B, C, h, w); the identity unless a model overrides it."""
+        """query_features (B, C, h, w), support_features (B|1, S, C, h, w), prototypes of the support
+        batch -> (B, C, h, w); the identity unless a model overrides it."""
         return query_features
 
     def score(self, query_features: torch.Tensor, prototypes: ClassPrototypes) -> torch.Tensor:
-        """query_features (B, C, h, w) -> logits (B, 2, h, w), background then foreground."""
+        """query_features (B, C, h, w), prototypes (B, P, C) -> logits (B, 2, h, w), background then foreground."""
         class_maps = []
         for class_prototypes, valid in (
             (prototypes.background, prototypes.background_valid),
             (prototypes.foreground, prototypes.foreground_valid),
         ):
             scores = cosine_scores(query_features, class_prototypes, valid, self.score_scale)
-            class_maps.append(
-                combine_class_scores(scores, valid, self.prototype_combination, empty_score=-self.score_scale)
-            )
+            class_maps.append(combine_class_scores(scores, valid, self.prototype_combination))
         return torch.stack(class_maps, dim=1)
 
     def encode(self, support_images: torch.Tensor, query_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,44 +109,42 @@ class FewShotSegmenter(nn.Module):
         return_alignment: bool = False,
     ) -> FewShotOutput:
         """support_images (B|1, S, 3, H, W), support_masks (B|1, S, H, W), query_images (B, 3, H, W)
-        -> FewShotOutput(logits (B, 2, H, W), alignment_logits (B, S, 2, H, W) | None)."""
+        -> FewShotOutput(logits (B, 2, H, W), alignment_logits (B, S, 2, H, W) | None,
+        alignment_counted (B,) | None)."""
         _check_episode(support_images, support_masks, query_images)
         batch = query_images.shape[0]
         image_size = query_images.shape[-2:]
         support_features, query_features = self.encode(support_images, query_images)
-        feature_size = tuple(query_features.shape[-2:])
-        masks = resize_masks(support_masks, feature_size).to(support_features.device)
-        if support_features.shape[0] != batch:
-            support_features = support_features.expand(batch, *support_features.shape[1:])
-            masks = masks.expand(batch, *masks.shape[1:])
-        prototypes = self.class_prototypes(support_features, masks)
-        query_features = self.adapt_query(query_features, support_features, masks, prototypes)
-        logits = _upsample(self.score(query_features, prototypes), image_size)
-        alignment = None
+        prototypes = self.class_prototypes(support_features, support_masks.to(support_features.device))
+        adapted = self.adapt_query(query_features, support_features, prototypes)
+        shared = prototypes.map_tensors(lambda tensor: tensor.expand(batch, *tensor.shape[1:]))
+        feature_logits = self.score(adapted, shared)  # (B, 2, h, w)
+        output = FewShotOutput(logits=_upsample(feature_logits, image_size))
         if return_alignment:
-            alignment = self.align(query_features, logits, support_features, image_size)
-        return FewShotOutput(logits=logits, alignment_logits=alignment)
+            support_features = support_features.expand(batch, *support_features.shape[1:])
+            output.alignment_logits, output.alignment_counted = self.align(
+                query_features, feature_logits, support_features, image_size)
+        return output
 
     def align(
-        self, query_features: torch.Tensor, logits: torch.Tensor, support_features: torch.Tensor, image_size
-    ) -> torch.Tensor:
-        """PAR: query_features (B, C, h, w), logits (B, 2, H, W), support_features (B, S, C, h, w)
-        -> alignment logits (B, S, 2, H, W). The prediction mask is the argmax (PANet)."""
+        self, query_features: torch.Tensor, feature_logits: torch.Tensor, support_features: torch.Tensor, image_size
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PAR: query_features (B, C, h, w) as encoded, feature_logits (B, 2, h, w), support_features
+        (B, S, C, h, w) -> alignment logits (B, S, 2, H, W), counted (B,) bool.
+
+        The query mask is the argmax of the feature-resolution logits (PANet and SSL-ALPNet pass
+        `pred` before upsampling), so the query prototypes pool hard masks at feature resolution.
+        """
         shots = support_features.shape[1]
-        predicted = (logits.argmax(dim=1) == 1).float()
-        query_masks = resize_masks(predicted, tuple(query_features.shape[-2:]))
-        query_prototypes = self.class_prototypes(query_features.unsqueeze(1), query_masks.unsqueeze(1))
-        repeated = ClassPrototypes(
-            *(
-                repeat(tensor, "b ... -> (b s) ...", s=shots)
-                for tensor in (
-                    query_prototypes.background, query_prototypes.background_valid,
-                    query_prototypes.foreground, query_prototypes.foreground_valid,
-                )
-            )
-        )
+        predicted = (feature_logits.argmax(dim=1) == FOREGROUND).float()  # (B, h, w)
+        query_prototypes = self.class_prototypes(query_features.unsqueeze(1), predicted.unsqueeze(1))
+        repeated = query_prototypes.map_tensors(lambda tensor: repeat(tensor, "b ... -> (b s) ...", s=shots))
         support_logits = self.score(rearrange(support_features, "b s c h w -> (b s) c h w"), repeated)
-        return rearrange(_upsample(support_logits, image_size), "(b s) k h w -> b s k h w", s=shots)
+        alignment = rearrange(_upsample(support_logits, image_size), "(b s) k h w -> b s k h w", s=shots)
+        counted = torch.ones(predicted.shape[0], dtype=torch.bool, device=predicted.device)
+        if self.skips_alignment_without_foreground:
+            counted = predicted.flatten(1).any(dim=1)
+        return alignment, counted
 
 
 def _upsample(logits: torch.Tensor, size) -> torch.Tensor:

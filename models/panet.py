@@ -1,8 +1,12 @@
 """PANet (Wang et al., ICCV 2019, sections 3.2-3.3): one masked-average prototype per class.
 
-Each class's prototype is the mean over shots of the per-shot masked average of the support
-features; the query is scored by cosine similarity x 20. Shots whose class mask is empty do not
-count in the mean.
+As PANet's `getFeatures`, the support features are upsampled (bilinear) to the masks' resolution
+and pooled there, so a support mask at image resolution is used as it is; the alignment branch
+pools the query's hard prediction at feature resolution (no upsampling needed). Each class's
+prototype is the sum over shots of the per-shot prototypes divided by the number of shots (an
+empty shot adds a zero prototype, as in PANet's `getPrototype`); the query is scored by cosine
+similarity x 20. PANet skips the alignment loss of an episode whose query has no predicted
+foreground.
 """
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
 
 from models.base import ClassPrototypes, FewShotSegmenter
-from models.prototypes import DEFAULT_SCORE_SCALE, EPS, masked_average_pool
+from models.prototypes import DEFAULT_SCORE_SCALE, full_precision, masked_average_pool
 
 
 @dataclass(frozen=True)
@@ -21,20 +27,26 @@ class PANetOptions:
 
 
 class PANet(FewShotSegmenter):
-    """Masked average pooling per class, averaged over shots."""
+    """Masked average pooling per class at mask resolution, averaged over shots."""
+
+    skips_alignment_without_foreground = True
 
     def __init__(self, encoder: nn.Module, options: PANetOptions = PANetOptions()) -> None:
         super().__init__(encoder, score_scale=options.score_scale)
         self.options = options
 
     def class_prototypes(self, features: torch.Tensor, masks: torch.Tensor) -> ClassPrototypes:
-        """features (B, S, C, h, w), masks (B, S, h, w) -> one prototype (B, 1, C) per class."""
-        class_masks = torch.stack([1.0 - masks, masks], dim=2)
-        prototypes, valid = masked_average_pool(features, class_masks)
-        weights = valid.to(prototypes.dtype).unsqueeze(-1)
-        mean = (prototypes * weights).sum(dim=1) / (weights.sum(dim=1) + EPS)
-        any_valid = valid.any(dim=1)
-        return ClassPrototypes(
-            background=mean[:, 0:1], background_valid=any_valid[:, 0:1],
-            foreground=mean[:, 1:2], foreground_valid=any_valid[:, 1:2],
-        )
+        """features (B, S, C, h, w), masks (B, S, H', W') -> one prototype (B, 1, C) per class."""
+        batch = features.shape[0]
+        mask_size = tuple(masks.shape[-2:])
+        with full_precision(features):
+            features = features.float()
+            if tuple(features.shape[-2:]) != mask_size:
+                flat = F.interpolate(rearrange(features, "b s c h w -> (b s) c h w"), size=mask_size,
+                                     mode="bilinear", align_corners=False)
+                features = rearrange(flat, "(b s) c h w -> b s c h w", b=batch)
+            per_shot, _ = masked_average_pool(features, torch.stack([1.0 - masks, masks], dim=2))  # (B, S, 2, C)
+        mean = per_shot.mean(dim=1)  # (B, 2, C)
+        always = torch.ones(batch, 1, dtype=torch.bool, device=mean.device)
+        return ClassPrototypes(background=mean[:, 0:1], background_valid=always,
+                               foreground=mean[:, 1:2], foreground_valid=always)

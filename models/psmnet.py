@@ -7,7 +7,12 @@ the query is scored against all valid prototypes of each class (softmax-weighted
 Ablations: `use_psm=False` scores with the per-shot global prototypes only (the "singular
 prototype"); the foreground split still feeds MCAM's level-2 guide map, which needs it.
 `use_mcam=False` scores the encoder's query features directly. SSL-ALPNet local background
-prototypes can be added to the background's prototypes.
+prototypes can be added to the background's prototypes. `mcam_direction` chooses between the
+original code's guide-to-query non-local blocks (default) and a query-to-support alternative
+(models/cross_attention.py).
+
+Support masks are resized to the feature grid (bilinear, soft) as the original does
+(`F.interpolate(fore_mask, size=32, mode='bilinear')` in PSMnet's models/DVD1.py).
 """
 from __future__ import annotations
 
@@ -18,12 +23,12 @@ import torch.nn as nn
 from einops import rearrange
 
 from models.base import ClassPrototypes, FewShotSegmenter
-from models.cross_attention import ATTENTION_SCALINGS, DEFAULT_KEY_THRESHOLD, MultiLevelCrossAttention
+from models.cross_attention import DEFAULT_KEY_THRESHOLD, GUIDE_TO_QUERY, MCAM_DIRECTIONS, MultiLevelCrossAttention
 from models.prototype_splitting import (
     ADAPTIVE, DEFAULT_MIN_PART_AREA, DEFAULT_N_SPLITS, PrototypeSplittingModule, SplitPrototypes,
 )
 from models.prototypes import (
-    COMBINATIONS, DEFAULT_LOCAL_COVERAGE, DEFAULT_LOCAL_WINDOW, DEFAULT_SCORE_SCALE, local_average_pool,
+    COMBINATIONS, DEFAULT_LOCAL_COVERAGE, DEFAULT_LOCAL_WINDOW, DEFAULT_SCORE_SCALE, local_prototypes, resize_masks,
 )
 
 
@@ -34,17 +39,17 @@ class PSMNetOptions:
     min_part_area: float = DEFAULT_MIN_PART_AREA  # parts smaller than this (feature pixels) give no prototype
     use_psm: bool = True  # score with split prototypes (False: per-shot global prototypes only)
     use_mcam: bool = True  # adapt the query features with multi-level cross attention
-    attention_scaling: str = "softmax"  # MCAM attention: "softmax" (scaled dot product) or "mean" (1/N)
-    attention_key_threshold: float = DEFAULT_KEY_THRESHOLD  # support mask value from which a position is a key
+    mcam_direction: str = GUIDE_TO_QUERY  # "guide_to_query" (the original non-local blocks) | "query_to_support"
+    attention_key_threshold: float = DEFAULT_KEY_THRESHOLD  # query_to_support: mask value making a position a key
     score_scale: float = DEFAULT_SCORE_SCALE  # multiplier of cosine similarity in the logits
     prototype_combination: str = "softmax"  # per-class combination of prototype scores: softmax | max
     use_local_background_prototypes: bool = False  # add SSL-ALPNet local background prototypes
     local_window: int = DEFAULT_LOCAL_WINDOW  # local pooling window, in feature pixels
-    local_coverage: float = DEFAULT_LOCAL_COVERAGE  # minimum background coverage of a kept window
+    local_coverage: float = DEFAULT_LOCAL_COVERAGE  # a window is kept above this mean background value
 
     def __post_init__(self) -> None:
-        if self.attention_scaling not in ATTENTION_SCALINGS:
-            raise ValueError(f"attention_scaling must be one of {ATTENTION_SCALINGS}, got {self.attention_scaling!r}")
+        if self.mcam_direction not in MCAM_DIRECTIONS:
+            raise ValueError(f"mcam_direction must be one of {MCAM_DIRECTIONS}, got {self.mcam_direction!r}")
         if self.prototype_combination not in COMBINATIONS:
             raise ValueError(f"prototype_combination must be one of {COMBINATIONS}, got {self.prototype_combination!r}")
         if self.split_threshold != ADAPTIVE and not isinstance(self.split_threshold, (int, float)):
@@ -53,9 +58,11 @@ class PSMNetOptions:
 
 @dataclass
 class PSMNetPrototypes(ClassPrototypes):
-    """ClassPrototypes plus the foreground split that MCAM's guide maps need."""
+    """ClassPrototypes plus what MCAM's guide maps need: the foreground split and the support's
+    foreground masks at feature resolution (B, S, h, w)."""
 
     foreground_split: SplitPrototypes | None = None
+    foreground_masks: torch.Tensor | None = None
 
 
 class PSMNet(FewShotSegmenter):
@@ -66,13 +73,14 @@ class PSMNet(FewShotSegmenter):
         self.options = options
         self.splitter = PrototypeSplittingModule(options.n_splits, options.split_threshold, options.min_part_area)
         self.cross_attention = (
-            MultiLevelCrossAttention(channels, options.attention_scaling, options.attention_key_threshold)
+            MultiLevelCrossAttention(channels, options.mcam_direction, options.attention_key_threshold)
             if options.use_mcam else None
         )
 
     def class_prototypes(self, features: torch.Tensor, masks: torch.Tensor) -> PSMNetPrototypes:
-        """features (B, S, C, h, w), masks (B, S, h, w) -> prototypes (B, P, C) per class + fg split."""
+        """features (B, S, C, h, w), masks (B, S, H', W') -> prototypes (B, P, C) per class + fg split."""
         batch = features.shape[0]
+        masks = resize_masks(masks, tuple(features.shape[-2:]))
         both = self.splitter(torch.cat([features, features]), torch.cat([1.0 - masks, masks]))
         prototypes, valid = both.prototypes, both.valid
         if not self.options.use_psm:
@@ -81,26 +89,25 @@ class PSMNet(FewShotSegmenter):
         flat_valid = rearrange(valid, "(k b) s p -> k b (s p)", b=batch)
         background, background_valid = flat[0], flat_valid[0]
         if self.options.use_local_background_prototypes:
-            local, local_valid = local_average_pool(
-                features, 1.0 - masks, self.options.local_window, self.options.local_coverage, include_global=False
-            )
+            local, local_valid = local_prototypes(features, 1.0 - masks, self.options.local_window,
+                                                  self.options.local_coverage)
             background = torch.cat([background, local], dim=1)
             background_valid = torch.cat([background_valid, local_valid], dim=1)
         foreground_split = SplitPrototypes(both.prototypes[batch:], both.valid[batch:], both.sub_masks[batch:])
-        return PSMNetPrototypes(background, background_valid, flat[1], flat_valid[1], foreground_split)
+        return PSMNetPrototypes(background, background_valid, flat[1], flat_valid[1], foreground_split, masks)
 
     def adapt_query(
         self,
         query_features: torch.Tensor,
         support_features: torch.Tensor,
-        support_masks: torch.Tensor,
         prototypes: PSMNetPrototypes,
     ) -> torch.Tensor:
-        """query_features (B, C, h, w) -> (B, C, h, w) after MCAM (unchanged when use_mcam=False)."""
+        """query_features (B, C, h, w), support_features (B|1, S, C, h, w) -> (B, C, h, w) after
+        MCAM (unchanged when use_mcam=False)."""
         if self.cross_attention is None:
             return query_features
         split = prototypes.foreground_split
         return self.cross_attention(
-            query_features, support_features, support_masks,
+            query_features, support_features, prototypes.foreground_masks,
             split.prototypes[:, :, 0], split.prototypes[:, :, 1:], split.valid[:, :, 1:],
         )

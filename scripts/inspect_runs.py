@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+from einops import rearrange
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -61,7 +62,7 @@ def prototype_counts(model, episodes) -> dict[str, tuple[float, float, float]]:
         support_images, support_masks = episode.support_images, episode.support_masks  # (P, S, 3, H, W), (P, S, H, W)
         features, _ = model.encode(support_images, episode.query_images[:1])  # (P, S, C, h, w)
         masks = resize_masks(support_masks, tuple(features.shape[-2:]))  # (P, S, h, w)
-        prototypes = model.class_prototypes(features, masks)
+        prototypes = model.class_prototypes(features, support_masks)  # as the model's forward: image-size masks
         counts[episode.organ] = (prototypes.foreground_valid.sum(dim=1).float().mean().item(),
                                  prototypes.background_valid.sum(dim=1).float().mean().item(),
                                  masks.sum(dim=(1, 2, 3)).mean().item())
@@ -78,9 +79,9 @@ def attention_update_norms(model, episodes) -> list[tuple[float, float, float]] 
     norms = [[] for _ in cross_attention.levels]
 
     def record(level: int):
-        def hook(block, inputs, output):  # tokens (B, N, C) -> tokens + update (B, N, C)
-            tokens = inputs[0].float()
-            update = output.float() - tokens
+        def hook(block, inputs, output):  # query features (B, C, h, w) -> features + update (B, C, h, w)
+            tokens = rearrange(inputs[0].float(), "b c h w -> b (h w) c")
+            update = rearrange(output.float(), "b c h w -> b (h w) c") - tokens
             spread = update - update.mean(dim=1, keepdim=True)
             norms[level].append(torch.stack([tokens.norm(dim=-1).mean(), update.norm(dim=-1).mean(),
                                              spread.norm(dim=-1).mean()]))

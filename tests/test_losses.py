@@ -26,14 +26,24 @@ def test_all_ignored_labels_give_zero_loss_not_nan():
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
-def test_alignment_loss_averages_the_per_support_losses():
-    generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 2, 4, 4, generator=generator)
-    masks = (torch.rand(2, 3, 4, 4, generator=generator) > 0.5).float()
-    expected = sum(
-        weighted_cross_entropy(logits[b, s : s + 1], masks[b, s : s + 1].long()) for b in range(2) for s in range(3)
-    ) / 6
-    assert alignment_loss(logits, masks).item() == pytest.approx(expected.item(), rel=1e-5)
+def test_alignment_loss_is_plain_cross_entropy_summed_over_shots_divided_by_shots_and_batch():
+    # support 1 pixel each: -log softmax of the labelled class, no class weights (PANet / SSL-ALPNet)
+    logits = torch.tensor([[[[[0.0]], [[2.0]]], [[[1.0]], [[0.0]]]],   # episode 0: shots labelled 1, 0
+                           [[[[3.0]], [[0.0]]], [[[0.0]], [[0.0]]]]])  # episode 1: shots labelled 1, 1
+    masks = torch.tensor([[[[1.0]], [[0.0]]], [[[1.0]], [[1.0]]]])
+    nll = lambda correct, other: -correct + math.log(math.exp(correct) + math.exp(other))
+    episode_0 = (nll(2.0, 0.0) + nll(1.0, 0.0)) / 2
+    episode_1 = (nll(0.0, 3.0) + nll(0.0, 0.0)) / 2
+    assert alignment_loss(logits, masks).item() == pytest.approx((episode_0 + episode_1) / 2, rel=1e-5)
+    skipped = torch.tensor([True, False])  # PANet skips an episode whose query has no predicted foreground
+    assert alignment_loss(logits, masks, skipped).item() == pytest.approx(episode_0 / 2, rel=1e-5)
+
+
+def test_alignment_loss_ignores_soft_and_ignore_labelled_support_pixels():
+    logits = torch.tensor([[[[[0.0, 5.0, -5.0]], [[1.0, 0.0, 0.0]]]]])  # (1, 1, 2, 1, 3)
+    masks = torch.tensor([[[[1.0, 0.5, 255.0]]]])  # only the first pixel is labelled (foreground)
+    expected = -1.0 + math.log(1.0 + math.exp(1.0))
+    assert alignment_loss(logits, masks).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_soft_dice_loss_by_hand():
