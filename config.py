@@ -7,9 +7,11 @@ for the dataset, the setting, the model and the compute profile, e.g.
     python train.py with demo cpu alpnet n_steps=500
     python test.py  with demo cpu alpnet
 
-Values follow ../shared/docs/PROTOCOL.md ("Training") and PSMNET.md; deviations are options with
-names. Only train.py, test.py and scripts read this config; models/ and dataloaders/ take plain
-arguments.
+Values follow docs/PROTOCOL.md ("Training") and docs/METHOD.md; deviations are options with
+names. Where the originals differ per model (training steps, the alignment loss), the base config
+derives the value from the model's registry entry, so that named configs compose in any order and
+`print_config` shows the value used. Only train.py, test.py and scripts read this config; models/
+and dataloaders/ take plain arguments.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from pathlib import Path
 from sacred import Experiment, SETTINGS
 from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
+
+from models import alignment_loss_weight as recipe_alignment_weight
+from models import original_steps
 
 SETTINGS.CAPTURE_MODE = "sys"  # "fd" capture breaks tqdm and interleaves worker output
 SETTINGS.CONFIG.READ_ONLY_CONFIG = False  # scripts may pass the config dict on as plain data
@@ -30,7 +35,7 @@ ex.captured_out_filter = apply_backspaces_and_linefeeds  # keep progress bars ou
 def base_config():
     seed = 1234  # global seed: weights, episodes, augmentation
     device = "auto"  # "auto" (first CUDA GPU when present, else CPU), "cpu", "cuda", "cuda:1", ...
-    precision = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16", "fp16"
+    precision = "fp32"  # "fp32" (as both originals train), or autocast to "bf16" / "fp16" when asked
 
     # --- data --------------------------------------------------------------------------------
     dataset = "DEMO"  # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py)
@@ -40,7 +45,11 @@ def base_config():
     eval_fold = 0  # cross-validation fold (0..4) whose queries and support are held out
     support_choice = "next"  # "next" (SSL-ALPNet: the scan after the query block) | "in_block" (Q-Net family)
     setting = 1  # 1: training slices may show the test organs; 2: slices with them are removed
-    label_group = 0  # Setting 2: index into the dataset's organ groups (CHAOST2: 0 liver+spleen, 1 kidneys)
+    # Setting 2: index into the dataset's tested organ groups (dataloaders/specs.py): CHAOST2 0 = liver +
+    # spleen, 1 = kidneys; SABS 0 = spleen + liver, 1 = kidneys. SSL-ALPNet's `label_sets` names the
+    # group it TRAINS on (test labels = all - LABEL_GROUP[label_sets]), so label_group=0 here is its
+    # label_sets=1 (exclude_cls_list=[1, 4] on CHAOST2), and label_group=1 its label_sets=0
+    label_group = 0  # Setting 2: which organ group is tested (see above)
     exclusion_rule = "any"  # Setting 2: drop a slice when ANY excluded organ is in it ("all": the weaker rule)
     training_mode = "superpixel"  # "superpixel" self-supervision | "supervised" on base-class labels
     superpixel_method = "2d"  # "2d": per-slice Felzenszwalb (SSL-ALPNet); the only method implemented so far
@@ -56,13 +65,16 @@ def base_config():
         encoder="resnet101",  # resnet101 (the paper's DeepLabv3 trunk) | resnet50 | resnet18
         output_stride=8,  # encoder output stride: 256 px slices -> 32 x 32 features
         feature_channels=256,  # channels of the 1x1 projection after the trunk
-        pretrained=None,  # None | a torchvision weights name | a local .pth file
+        # COCO DeepLabv3 weights as both originals (torchvision's deeplabv3_resnet101(pretrained=True));
+        # None: from scratch; or a local .pth file. Nothing is downloaded without network: a missing
+        # file stops training at once with the way to pass a local file or None
+        pretrained="COCO_WITH_VOC_LABELS_V1",
     )
     model_options = {}  # model-specific options (PSMNet: n_splits, use_psm, use_mcam, ...); empty: defaults
     model_label = None  # name of the model variant in run names and tables; None: model["name"]
 
     # --- optimisation --------------------------------------------------------------------------
-    n_steps = 100_000  # training episodes (SSL-ALPNet: 100k; PSMnet's scripts: 50k)
+    n_steps = original_steps(model["name"])  # training episodes; the model's own (PSMnet 50k, SSL-ALPNet 100k)
     batch_size = 1  # episodes per step
     lr = 1e-3  # SGD learning rate
     momentum = 0.9  # SGD momentum
@@ -71,7 +83,11 @@ def base_config():
     lr_decay_every = 1000  # ... every this many steps
     class_weights = [0.05, 1.0]  # cross-entropy weights [background, foreground]
     ignore_index = 255  # label value that no loss sees
-    alignment_loss_weight = 1.0  # PANet prototype alignment loss (0 disables it)
+    # "original": each model's own training losses (PSMnet and its ablations: cross-entropy only, as
+    # its tr.py; SSL-ALPNet and PANet: + PANet's alignment loss); "with_alignment": + the alignment
+    # loss with weight 1 for every model
+    loss_recipe = "original"  # "original" | "with_alignment" (see above)
+    alignment_loss_weight = recipe_alignment_weight(model["name"], loss_recipe)  # from loss_recipe; a number overrides
     dice_loss_weight = 0.0  # soft Dice loss on the query prediction (0 disables it)
 
     # --- bookkeeping ---------------------------------------------------------------------------
@@ -162,6 +178,15 @@ def mcam_only():
 
 
 @ex.named_config
+def mcam_query_to_support():
+    # PSMnet with the query-to-support softmax attention in MCAM instead of the original's
+    # guide-to-query non-local blocks (a comparison, not the paper's model).
+    model = dict(name="psmnet")
+    model_options = dict(mcam_direction="query_to_support")
+    model_label = "psmnet_q2s"
+
+
+@ex.named_config
 def alpnet():
     # SSL-ALPNet: adaptive local prototype pooling.
     model = dict(name="alpnet")
@@ -178,15 +203,17 @@ def panet():
 
 @ex.named_config
 def cpu():
-    # A CPU-sized profile for training from scratch in minutes: ResNet-18 trunk, 128 px slices.
-    # It departs from the protocol's optimisation in two values, measured on the demo data
-    # (docs/RESULTS.md#demo): without pretrained weights and with ~1k steps, lr 1e-3 learns too
-    # slowly, and a background weight of 0.05 makes the model mark most of the slice foreground.
+    # A CPU-sized profile for training from scratch in minutes: ResNet-18 trunk, 128 px slices, no
+    # pretrained weights. It departs from the protocol's optimisation in three values, measured
+    # (docs/RESULTS.md#demo, #chaost2): without pretrained weights and with ~1k steps, lr 1e-3 learns
+    # too slowly, a background weight of 0.05 makes the model mark most of the slice foreground, and
+    # without the alignment loss PSMnet under-segments; the same recipe for every model.
     device = "cpu"
     image_size = 128
-    model = dict(encoder="resnet18")
+    model = dict(encoder="resnet18", pretrained=None)
     lr = 1e-2
     class_weights = [1.0, 1.0]
+    loss_recipe = "with_alignment"
     n_steps = 1200
     lr_decay_every = 200
     checkpoint_every = 250

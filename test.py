@@ -31,7 +31,7 @@ from utils.checkpoint import LAST_CHECKPOINT, CheckpointError, load_checkpoint, 
 from utils.evaluation import evaluate_episodes, format_score_table, organ_means
 from utils.io import atomic_path, write_image, write_json
 from utils.metrics import mean_and_std
-from utils.runtime import resolve_precision, select_device
+from utils.runtime import check_precision, select_device
 from utils.tensorboard_panels import test_episode_panel
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     run_dir = run_directory(config)
     checkpoint_path = Path(config["checkpoint"] or run_dir / LAST_CHECKPOINT)
     device = select_device(config["device"])
-    precision = resolve_precision(config["precision"], device)
+    precision = check_precision(config["precision"])
 
     # --- the model, as it was trained ------------------------------------------------------------
     state = load_checkpoint(checkpoint_path, map_location=device)

@@ -30,7 +30,7 @@ from models import build_model
 from models.losses import alignment_loss, soft_dice_loss, weighted_cross_entropy
 from utils.checkpoint import INITIAL_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
 from utils.evaluation import evaluate_episodes, organ_means
-from utils.runtime import autocast, resolve_precision, select_device
+from utils.runtime import autocast, check_precision, select_device
 from utils.seeding import make_generator, seed_everything, worker_init_fn
 from utils.tensorboard_panels import episode_panel, test_episode_panel
 
@@ -55,7 +55,10 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     checkpoint_path = run_dir / LAST_CHECKPOINT
     seed_everything(config["seed"])
     device = select_device(config["device"])
-    precision = resolve_precision(config["precision"], device)
+    precision = check_precision(config["precision"])
+
+    # --- model first: missing pretrained weights stop the run before minutes of data preparation ---
+    model = build_model(**config["model"], **model_options).to(device)
 
     # --- data: the fold's training scans, episodes, and validation episodes ---------------------
     spec = get_spec(config["dataset"])
@@ -83,8 +86,7 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     labels = tested_labels(spec, config["setting"], config["label_group"])
     validation_episodes = test_episodes(validation_scans, validation_split, spec, labels, config["n_parts"])
 
-    # --- model, optimiser, schedule --------------------------------------------------------------
-    model = build_model(**config["model"], **model_options).to(device)
+    # --- optimiser, schedule ------------------------------------------------------------------------
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                 weight_decay=config["weight_decay"])
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config["lr_decay_every"], gamma=config["lr_decay"])
@@ -166,8 +168,8 @@ def episode_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], confi
 
     batch: support_images (B, S, 3, H, W), support_masks (B, S, H, W), query_images (B, 3, H, W),
     query_labels (B, H, W) with `ignore_index` where no loss applies. The losses are the weighted
-    cross-entropy of the query, PANet's alignment loss and the soft Dice loss, each only when its
-    weight in `config` is positive (cross-entropy always).
+    cross-entropy of the query (always), PANet's alignment loss and the soft Dice loss, each only
+    when its weight in `config` is positive.
     """
     with_alignment = config["alignment_loss_weight"] > 0
     with autocast(device, precision):
@@ -177,7 +179,7 @@ def episode_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], confi
                                                  config["ignore_index"])}
     if with_alignment:
         losses["alignment"] = config["alignment_loss_weight"] * alignment_loss(
-            output.alignment_logits.float(), batch["support_masks"], class_weights)
+            output.alignment_logits, batch["support_masks"], output.alignment_counted, config["ignore_index"])
     if config["dice_loss_weight"] > 0:
         losses["dice"] = config["dice_loss_weight"] * soft_dice_loss(
             output.logits.float(), batch["query_labels"], config["ignore_index"])

@@ -43,7 +43,7 @@ from dataloaders.volumes import load_scans  # noqa: E402
 from models import build_model  # noqa: E402
 from train import episode_losses  # noqa: E402
 from utils.evaluation import evaluate_episodes  # noqa: E402
-from utils.runtime import resolve_precision, select_device  # noqa: E402
+from utils.runtime import check_precision, select_device  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
 from scripts.run_folds import parse_value  # noqa: E402
 
@@ -112,7 +112,7 @@ def main() -> None:
         config = configs[REFERENCE_VARIANT]  # data keys are the same for every variant
         seed_everything(config["seed"])
         device = select_device(config["device"])
-        precision = resolve_precision(config["precision"], device)
+        precision = check_precision(config["precision"])
 
         spec = get_spec(config["dataset"])
         dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)

@@ -143,8 +143,9 @@ def load_pretrained_state(name: str, pretrained: str | os.PathLike) -> dict[str,
         return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
         raise PretrainedWeightsError(
-            f"cannot download {pretrained} weights for {name} from {weights.url} ({error}). Offline: fetch "
-            f"that file elsewhere and copy it to {cached}, or pass pretrained=<path of a local .pth file>"
+            f"cannot load the {pretrained} weights of {name}: not in the cache ({cached}) and the download from "
+            f"{weights.url} failed ({error}). Fetch that file elsewhere and copy it to {cached}, or pass "
+            f"model.pretrained=<path of a local .pth file>, or train from scratch with model.pretrained=None"
         ) from None
 
 

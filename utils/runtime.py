@@ -7,7 +7,7 @@ from typing import ContextManager
 import torch
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("auto", "fp32", *AUTOCAST_DTYPES)
+PRECISIONS = ("fp32", *AUTOCAST_DTYPES)
 
 
 def select_device(name: str) -> torch.device:
@@ -20,17 +20,15 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 autocast on CUDA, fp32 on CPU (CPU autocast is slower than fp32 for convolutions)."""
+def check_precision(precision: str) -> str:
+    """The precision itself, once known: "fp32" (the default, as the originals train) or an autocast dtype."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
     return precision
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:
-    """Autocast context for a resolved precision (`fp32` -> no autocast)."""
+    """Autocast context for a checked precision (`fp32` -> no autocast)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])

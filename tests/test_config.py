@@ -1,0 +1,50 @@
+"""The composed Sacred config: the originals' per-model values, order-independent profiles, fp32,
+COCO weights in the paper's configuration and a clear, immediate stop when they are missing."""
+import urllib.error
+
+import pytest
+import torch
+
+import train as train_script  # noqa: F401  (registers the "train" main)
+from config import ex
+from models.encoder import PretrainedWeightsError
+
+
+def composed(*named_configs, **updates) -> dict:
+    return ex.run("resolved_config", config_updates=updates, named_configs=list(named_configs),
+                  options={"--loglevel": "ERROR"}).result
+
+
+@pytest.mark.parametrize("model,steps,alignment", [("psmnet", 50_000, 0.0), ("psm_only", 50_000, 0.0),
+                                                   ("alpnet", 100_000, 1.0), ("panet", 100_000, 1.0)])
+def test_the_paper_configuration_trains_each_model_as_its_original_code(model, steps, alignment):
+    config = composed("chaost2", model)
+    assert config["n_steps"] == steps and config["alignment_loss_weight"] == alignment
+    assert config["precision"] == "fp32" and config["class_weights"] == [0.05, 1.0]
+    assert config["model"]["encoder"] == "resnet101" and config["model"]["pretrained"] == "COCO_WITH_VOC_LABELS_V1"
+
+
+@pytest.mark.parametrize("order", [("psmnet", "cpu"), ("cpu", "psmnet"), ("cpu", "alpnet"), ("alpnet", "cpu")])
+def test_the_cpu_profile_is_the_same_recipe_for_every_model_in_any_order(order):
+    config = composed("demo", *order)
+    assert config["n_steps"] == 1200 and config["alignment_loss_weight"] == 1.0
+    assert config["loss_recipe"] == "with_alignment" and config["class_weights"] == [1.0, 1.0]
+    assert config["model"]["pretrained"] is None and config["precision"] == "fp32"
+
+
+def test_an_explicit_alignment_weight_overrides_the_recipe():
+    assert composed("psmnet", alignment_loss_weight=0.5)["alignment_loss_weight"] == 0.5
+    assert composed("alpnet", loss_recipe="original", n_steps=10)["n_steps"] == 10
+
+
+def test_missing_coco_weights_stop_training_before_any_data_is_read(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(PretrainedWeightsError, match=r"model\.pretrained=None") as error:
+        ex.run("train", config_updates=dict(data_root=str(tmp_path / "no_data"), runs_root=str(tmp_path / "runs")),
+               named_configs=["chaost2", "psmnet"], options={"--loglevel": "ERROR"})
+    assert "COCO_WITH_VOC_LABELS_V1" in str(error.value) and "local .pth" in str(error.value)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pth"))
