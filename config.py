@@ -15,12 +15,15 @@ and dataloaders/ take plain arguments.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import ast
+from typing import Sequence
 
 from sacred import Experiment, SETTINGS
 from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 
+from evaluation.metrics import METRIC_NAMES
+from experiment.layout import RunLayout
 from models import alignment_loss_weight as recipe_alignment_weight
 from models import original_steps
 
@@ -53,10 +56,14 @@ def base_config():
     exclusion_rule = "any"  # Setting 2: drop a slice when ANY excluded organ is in it ("all": the weaker rule)
     training_mode = "superpixel"  # "superpixel" self-supervision | "supervised" on base-class labels
     superpixel_method = "2d"  # "2d": per-slice Felzenszwalb (SSL-ALPNet); the only method implemented so far
-    min_foreground_area = 100  # pixels: smaller episode foregrounds are rejected and resampled
+    min_superpixel_area = 100  # superpixel episodes: smaller superpixels (pixels at model resolution) are redrawn
+    # supervised episodes: a slice shows a class from this many pixels (SSL-ALPNet's min_fg_data)
+    min_supervised_foreground_area = 100
+    steps_per_epoch = 1000  # training episodes are redrawn per epoch of this many steps (SSL-ALPNet: 1000)
     augment = True  # the protocol's affine + elastic + gamma augmentation of training episodes
     n_shots = 1  # k in k-shot: support slices (training) or support scans (evaluation)
     n_parts = 3  # evaluation: chunks of the organ's z-range, each with its own support slice
+    z_margin = 0  # evaluation: query slices beyond the organ's ground-truth z-range on each side (protocol: 0)
     num_workers = 0  # DataLoader worker processes (0: load in the training process)
 
     # --- model -------------------------------------------------------------------------------
@@ -102,6 +109,7 @@ def base_config():
     checkpoint = None  # test.py: checkpoint to evaluate; None: runs_root/run_name/checkpoints/last.pth
     save_predictions = False  # test.py: write predicted NIfTI volumes with the scans' geometry
     save_overlays = False  # test.py: write PNG overlays of prediction and ground truth
+    metrics = list(METRIC_NAMES)  # test.py: scores to compute (evaluation/metrics.py); validation uses Dice only
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -223,32 +231,35 @@ def cpu():
 
 @ex.config_hook
 def add_run_observer(config, command_name, logger):
-    """Store every run's config, log and result under runs_root/run_name/sacred/<id>."""
-    ex.observers[:] = [FileStorageObserver(str(run_directory(config) / "sacred"))]
+    """Store every run's config, log and result in its run folder (experiment/layout.py)."""
+    ex.observers[:] = [FileStorageObserver(str(RunLayout.of(config).sacred))]
     return config
-
-
-def resolve_run_name(config: dict) -> str:
-    """The run's folder name: explicit `run_name`, else one that says what was trained."""
-    if config.get("run_name"):
-        return config["run_name"]
-    group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
-    model_label = config.get("model_label") or config["model"]["name"]
-    return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
-
-
-def run_directory(config: dict) -> Path:
-    """runs_root/run_name: the Sacred record, tensorboard events, checkpoints and evaluations."""
-    return Path(config["runs_root"]) / resolve_run_name(config)
-
-
-@ex.command(unobserved=True)
-def run_directory_of(_config):
-    """Print where a run with this config lives (used by scripts/run_folds.py)."""
-    return str(run_directory(_config))
 
 
 @ex.command(unobserved=True)
 def resolved_config(_config):
-    """The composed config as a plain dict (bench/ builds runs from it exactly as train.py does)."""
+    """The composed config as a plain dict (see `composed_config`)."""
     return dict(_config)
+
+
+def composed_config(named_configs: Sequence[str] = (), updates: dict | None = None) -> dict:
+    """The config train.py and test.py run with for these named configs and updates (nothing is run)."""
+    return ex.run("resolved_config", config_updates=dict(updates or {}), named_configs=list(named_configs),
+                  options={"--force": True, "--loglevel": "ERROR"}).result
+
+
+def parse_command_line(arguments: Sequence[str]) -> tuple[list[str], dict]:
+    """Sacred arguments as on train.py's command line (`with`, named configs, key=value, in any
+    order) -> (named configs, updates); values are read as Sacred reads them: a Python literal,
+    else a plain string."""
+    named_configs = [argument for argument in arguments if "=" not in argument and argument != "with"]
+    updates = {key: _parse_value(value) for key, value in (argument.split("=", 1) for argument in arguments
+                                                            if "=" in argument)}
+    return named_configs, updates
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text

@@ -1,36 +1,32 @@
-"""Protocol evaluation of a trained checkpoint: Dice, precision and recall per organ and scan.
+"""Protocol evaluation of a trained checkpoint: every registered metric per organ and query scan.
 
     python test.py with demo cpu                    # the checkpoint of the matching train.py run
     python test.py with chaost2 checkpoint=runs/.../checkpoints/last.pth save_predictions=True
 
 The model is rebuilt from the config stored in the checkpoint. The fold's test episodes follow
-PROTOCOL.md "Test-time episodes" (1 support scan, npart = 3 chunks, ground-truth z-range); scores
-are 3D per scan, then averaged per organ (PROTOCOL.md "Metric"). Results go to
-runs/<run_name>/evaluation_fold<k>/: summary.json, scores.csv, and optional NIfTI predictions and
-PNG overlays.
+docs/PROTOCOL.md, "Test-time episodes" (1 support scan, npart = 3 chunks, ground-truth z-range);
+scores (Dice, precision, recall, HD95, ASSD: evaluation/metrics.py) are 3D per scan, then averaged
+per organ (docs/PROTOCOL.md, "Metric"). Results go to the run's evaluation folder
+(experiment/layout.py): summary.json, scores.csv, table.md (evaluation/reports.py), and optional
+NIfTI predictions and PNG overlays.
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import SimpleITK as sitk
-import torch
 from tqdm import tqdm
 
-from config import ex, run_directory
-from dataloaders.experiment_data import dataset_directories, test_episodes, tested_labels
-from dataloaders.folds import fold_split
-from dataloaders.specs import get_spec
-from dataloaders.volumes import load_scans
-from models import build_model
-from utils.checkpoint import LAST_CHECKPOINT, CheckpointError, load_checkpoint, load_model_weights
-from utils.evaluation import evaluate_episodes, format_score_table, organ_means
-from utils.io import atomic_path, write_image, write_json
-from utils.metrics import mean_and_std
+from config import ex
+from evaluation.reports import SUMMARY_NAME, format_score_table, summarize, write_evaluation
+from evaluation.scoring import evaluate_episodes
+from experiment.assembly import fold_data, load_trained_model, test_episodes
+from experiment.layout import RunLayout
+from utils.checkpoint import CheckpointError
+from utils.io import atomic_path, write_image
 from utils.runtime import check_precision, select_device
 from utils.tensorboard_panels import test_episode_panel
 
@@ -43,53 +39,40 @@ RGB_MAX = 255
 @ex.main
 def test(_config, _run, model_options):  # model_options captured so `model_options.x=...` may add keys
     config = dict(_config)
-    run_dir = run_directory(config)
-    checkpoint_path = Path(config["checkpoint"] or run_dir / LAST_CHECKPOINT)
+    run = RunLayout.of(config)
+    checkpoint_path = Path(config["checkpoint"] or run.last_checkpoint)
     device = select_device(config["device"])
     precision = check_precision(config["precision"])
 
     # --- the model, as it was trained ------------------------------------------------------------
-    state = load_checkpoint(checkpoint_path, map_location=device)
-    trained = state["config"]
-    check_same_model(trained, config, checkpoint_path)
-    model = build_model(**trained["model"], **trained["model_options"]).to(device)
-    load_model_weights(model, state["model"], checkpoint_path)
+    trained = load_trained_model(checkpoint_path, device)
+    check_same_model(trained.config, config, checkpoint_path)
 
-    # --- the fold's test episodes -------------------------------------------------------------------
-    spec = get_spec(config["dataset"])
-    dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)
-    split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
-    scans = load_scans(dataset_dir, spec, split.query_ids + split.support_ids, derived_dir=derived_dir,
-                       image_size=trained["image_size"])
-    labels = tested_labels(spec, config["setting"], config["label_group"])
-    episodes = test_episodes(scans, split, spec, labels, config["n_parts"])
+    # --- the fold's test episodes, at the resolution the model was trained at ----------------------
+    data = fold_data({**config, "image_size": trained.config["image_size"]})
+    episodes = test_episodes(config, data)
 
     # --- segment and score --------------------------------------------------------------------------
-    scores, predictions = evaluate_episodes(model, episodes, device, precision, config["eval_batch_size"],
-                                            progress=lambda items: tqdm(items, desc="test episodes"))
-    table = format_score_table(scores)
-    print(f"\n{spec.name} fold {config['eval_fold']}, setting {config['setting']}, "
-          f"{trained.get('model_label') or trained['model']['name']} at step {state['step']} (Dice %)\n{table}\n")
+    evaluation = evaluate_episodes(trained.model, episodes, device, precision, config["eval_batch_size"],
+                                   config["metrics"], progress=lambda items: tqdm(items, desc="test episodes"))
+    table = format_score_table(evaluation)
+    print(f"\n{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, "
+          f"{trained.config.get('model_label') or trained.config['model']['name']} at step {trained.step}\n{table}\n")
 
     # --- write results ------------------------------------------------------------------------------
-    output_dir = run_dir / evaluation_folder_name(config["eval_fold"], checkpoint_path)
-    summary = summarize(scores, config, checkpoint_path, state["step"])
-    write_json(summary, output_dir / "summary.json")
-    write_scores_csv(scores, output_dir / "scores.csv")
-    (output_dir / "table.md").write_text(table + "\n")
+    output_dir = run.evaluation(config["eval_fold"], checkpoint_path)
+    summary = summarize(evaluation, {
+        "dataset": config["dataset"], "eval_fold": config["eval_fold"], "setting": config["setting"],
+        "label_group": config["label_group"], "checkpoint": str(checkpoint_path), "step": trained.step})
+    write_evaluation(evaluation, summary, output_dir)
     if config["save_predictions"]:
-        save_prediction_volumes(episodes, predictions, scans, output_dir / "predictions")
+        save_prediction_volumes(episodes, evaluation.predictions, data.load(data.split.query_ids),
+                                output_dir / "predictions")
     if config["save_overlays"]:
-        save_overlays(episodes, predictions, output_dir / "overlays")
-    _run.info["summary"] = str(output_dir / "summary.json")
+        save_overlays(episodes, evaluation.predictions, output_dir / "overlays")
+    _run.info["summary"] = str(output_dir / SUMMARY_NAME)
     logger.info("wrote %s", output_dir)
     return summary["mean_dice"]
-
-
-def evaluation_folder_name(fold: int, checkpoint_path: Path) -> str:
-    """evaluation_fold<k> for the final weights, evaluation_fold<k>_<checkpoint> for any other checkpoint."""
-    suffix = "" if checkpoint_path.name == Path(LAST_CHECKPOINT).name else f"_{checkpoint_path.stem}"
-    return f"evaluation_fold{fold}{suffix}"
 
 
 def check_same_model(trained: dict, requested: dict, path: Path) -> None:
@@ -100,37 +83,6 @@ def check_same_model(trained: dict, requested: dict, path: Path) -> None:
         raise CheckpointError(f"{path}: checkpoint does not match the requested model ({'; '.join(differences)})")
     if differences:
         logger.warning("%s: using the checkpoint's model (%s)", path, "; ".join(differences))
-
-
-def summarize(scores, config: dict, checkpoint_path: Path, step: int) -> dict:
-    """JSON summary: per organ mean metrics and per-scan counts."""
-    organs = {}
-    for organ in dict.fromkeys(score.organ for score in scores):
-        organ_scores = [score for score in scores if score.organ == organ]
-        organs[organ] = {
-            "label": organ_scores[0].label,
-            **{metric: mean_and_std([getattr(s.counts, metric) for s in organ_scores])[0]
-               for metric in ("dice", "precision", "recall")},
-            "scans": {str(s.scan_id): {"dice": s.counts.dice, "precision": s.counts.precision,
-                                        "recall": s.counts.recall, "true_positives": s.counts.true_positives,
-                                        "false_positives": s.counts.false_positives,
-                                        "false_negatives": s.counts.false_negatives} for s in organ_scores},
-        }
-    return {
-        "dataset": config["dataset"], "eval_fold": config["eval_fold"], "setting": config["setting"],
-        "label_group": config["label_group"], "checkpoint": str(checkpoint_path), "step": step,
-        "organs": organs, "mean_dice": mean_and_std(list(organ_means(scores).values()))[0],
-    }
-
-
-def write_scores_csv(scores, path: Path) -> None:
-    with atomic_path(path, suffix=".csv") as tmp_path, tmp_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["organ", "label", "scan_id", "dice", "precision", "recall",
-                         "true_positives", "false_positives", "false_negatives"])
-        for s in scores:
-            writer.writerow([s.organ, s.label, s.scan_id, s.counts.dice, s.counts.precision, s.counts.recall,
-                             s.counts.true_positives, s.counts.false_positives, s.counts.false_negatives])
 
 
 def save_prediction_volumes(episodes, predictions, scans, folder: Path) -> None:

@@ -1,17 +1,17 @@
-"""Episodic training of a few-shot segmenter (PROTOCOL.md "Training").
+"""Episodic training of a few-shot segmenter (docs/PROTOCOL.md, "Training"; docs/METHOD.md).
 
     python train.py with demo cpu                       # minutes on a laptop CPU
     python train.py with chaost2 setting2 label_group=1 psmnet eval_fold=3
 
-The loop reads top to bottom: build (data, model, optimiser), resume, then per step: forward,
-loss, backward, log, validate, checkpoint. Everything a run produces lives in
-runs/<run_name>/: the Sacred record (config, log, result), tensorboard events and checkpoints.
+The loop reads top to bottom: build (model, data, optimiser), resume, then per step: forward,
+loss, update, log, validate, checkpoint. The fold's data, episodes and model come from
+experiment/assembly.py, the run folder (checkpoints, tensorboard, Sacred record) from
+experiment/layout.py, the losses from experiment/training_step.py.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -19,29 +19,26 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from config import ex, run_directory
-from dataloaders.augmentation import AugmentationParams
-from dataloaders.experiment_data import dataset_directories, test_episodes, tested_labels, training_episodes
-from dataloaders.folds import FoldSplit, fold_split
-from dataloaders.derived_files import ensure_derived_files
-from dataloaders.specs import get_spec
-from dataloaders.volumes import load_scans
-from models import build_model
-from models.losses import alignment_loss, soft_dice_loss, weighted_cross_entropy
-from utils.checkpoint import INITIAL_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
-from utils.evaluation import evaluate_episodes, organ_means
-from utils.runtime import autocast, check_precision, select_device
+from config import ex
+from evaluation.scoring import evaluate_episodes
+from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, training_dataset,
+                                 upgrade_saved_config, uses_superpixels, validation_episodes)
+from experiment.curves import LEARNING_RATE_TAG, TOTAL_LOSS_TAG, loss_tag, validation_dice_tag
+from experiment.layout import RunLayout
+from experiment.training_step import episode_losses
+from utils.checkpoint import load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
+from utils.runtime import check_precision, select_device
 from utils.seeding import make_generator, seed_everything, worker_init_fn
 from utils.tensorboard_panels import episode_panel, test_episode_panel
 
 logger = logging.getLogger(__name__)
 
-EPISODES_PER_EPOCH = 1000  # episodes are reseeded per epoch; resuming restarts mid-epoch exactly
 # Config keys that may differ between an interrupted run and its resumption (runs_root and
 # run_name too: a run folder copied or moved elsewhere, e.g. to extend a finished run, resumes).
 RESUMABLE_KEYS = {"resume", "n_steps", "num_workers", "log_every", "checkpoint_every", "validate_every", "device",
-                  "eval_batch_size", "checkpoint", "save_predictions", "save_overlays", "data_root", "derived_root",
-                  "runs_root", "run_name"}
+                  "eval_batch_size", "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root",
+                  "derived_root", "runs_root", "run_name"}
+VALIDATION_METRICS = ("dice",)  # validation logs Dice only: surface distances would slow training down
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,40 +48,21 @@ class TrainingDiverged(RuntimeError):
 @ex.main
 def train(_config, _run, model_options):  # model_options captured so `model_options.x=...` may add keys
     config = dict(_config)
-    run_dir = run_directory(config)
-    checkpoint_path = run_dir / LAST_CHECKPOINT
+    run = RunLayout.of(config)
     seed_everything(config["seed"])
     device = select_device(config["device"])
     precision = check_precision(config["precision"])
 
     # --- model first: missing pretrained weights stop the run before minutes of data preparation ---
-    model = build_model(**config["model"], **model_options).to(device)
+    model = build_model_from_config(config).to(device)
 
-    # --- data: the fold's training scans, episodes, and validation episodes ---------------------
-    spec = get_spec(config["dataset"])
-    dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)
-    split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
-    use_superpixels = config["training_mode"] == "superpixel"
-    if use_superpixels:
-        with tqdm(total=len(spec.scan_ids), desc=f"superpixels of {spec.name}", dynamic_ncols=True) as bar:
-            ensure_derived_files(dataset_dir, spec, derived_dir, method=config["superpixel_method"],
-                                 workers=os.cpu_count() or 1, on_scan_done=lambda scan_id: bar.update())
-    train_scans = load_scans(dataset_dir, spec, split.train_ids, derived_dir=derived_dir,
-                             with_superpixels=use_superpixels, image_size=config["image_size"])
-    episodes = training_episodes(
-        mode=config["training_mode"], scans=list(train_scans.values()), spec=spec, setting=config["setting"],
-        label_group=config["label_group"], exclusion_rule=config["exclusion_rule"], n_shots=config["n_shots"],
-        episodes_per_epoch=EPISODES_PER_EPOCH * config["batch_size"], min_foreground_area=config["min_foreground_area"],
-        augmentation=AugmentationParams() if config["augment"] else None, seed=config["seed"],
-    )
-    # Validation queries are training scans (their labels are only logged, never trained on);
-    # the fold's query scans stay unseen until test.py.
-    validation_split = FoldSplit(query_ids=split.train_ids[: config["n_validation_scans"]],
-                                 support_ids=split.support_ids, train_ids=())
-    validation_scans = load_scans(dataset_dir, spec, validation_split.query_ids + validation_split.support_ids,
-                                  derived_dir=derived_dir, image_size=config["image_size"])
-    labels = tested_labels(spec, config["setting"], config["label_group"])
-    validation_episodes = test_episodes(validation_scans, validation_split, spec, labels, config["n_parts"])
+    # --- data: the fold's training episodes and validation episodes -----------------------------
+    data = fold_data(config)
+    if uses_superpixels(config):
+        with tqdm(total=len(data.spec.scan_ids), desc=f"superpixels of {data.spec.name}", dynamic_ncols=True) as bar:
+            ensure_superpixels(config, data, on_scan_done=lambda scan_id: bar.update())
+    episodes = training_dataset(config, data)
+    validation = validation_episodes(config, data)
 
     # --- optimiser, schedule ------------------------------------------------------------------------
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
@@ -94,29 +72,29 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
 
     # --- resume ----------------------------------------------------------------------------------
     start_step = 0
-    if config["resume"] and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        check_resumable(state["config"], config, checkpoint_path)
-        load_model_weights(model, state["model"], checkpoint_path)
+    if config["resume"] and run.last_checkpoint.is_file():
+        state = load_checkpoint(run.last_checkpoint, map_location=device)
+        check_resumable(upgrade_saved_config(state["config"]), config, run.last_checkpoint)
+        load_model_weights(model, state["model"], run.last_checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_states(state["rng"])
         start_step = state["step"]
-        logger.info("resuming %s from step %d", checkpoint_path, start_step)
+        logger.info("resuming %s from step %d", run.last_checkpoint, start_step)
     else:
-        save_checkpoint(run_dir / INITIAL_CHECKPOINT, model=model, optimizer=optimizer, scheduler=scheduler, step=0,
+        save_checkpoint(run.initial_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=0,
                         config=config)
     if start_step >= config["n_steps"]:
-        logger.info("%s already finished %d steps", run_dir, start_step)
+        logger.info("%s already finished %d steps", run.folder, start_step)
         return {"step": start_step}
 
     # events after the checkpoint's step came from the interrupted run and are dropped; those at
     # its step (validation Dice, losses) belong to the weights being resumed and stay
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
+    writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=start_step + 1)
     batches = episode_batches(episodes, config["batch_size"], start_step, config["num_workers"], config["seed"])
     model.train()
     progress = tqdm(range(start_step, config["n_steps"]), initial=start_step, total=config["n_steps"],
-                    desc=f"train {run_dir.name}", dynamic_ncols=True)
+                    desc=f"train {run.folder.name}", dynamic_ncols=True)
     for step in progress:
         # --- forward and loss ----------------------------------------------------------------------
         batch = {key: value.to(device, non_blocking=True) for key, value in next(batches).items()}
@@ -124,7 +102,7 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(f"step {step + 1}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} }); "
-                                   f"lower lr or check the data; last checkpoint: {checkpoint_path}")
+                                   f"lower lr or check the data; last checkpoint: {run.last_checkpoint}")
 
         # --- update ----------------------------------------------------------------------------------
         optimizer.zero_grad(set_to_none=True)
@@ -136,54 +114,30 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         # --- log ---------------------------------------------------------------------------------------
         if done % config["log_every"] == 0 or done == config["n_steps"]:
             for name, value in losses.items():
-                writer.add_scalar(f"loss/{name}", value.item(), done)
-            writer.add_scalar("loss/total", loss.item(), done)
-            writer.add_scalar("lr", scheduler.get_last_lr()[0], done)
+                writer.add_scalar(loss_tag(name), value.item(), done)
+            writer.add_scalar(TOTAL_LOSS_TAG, loss.item(), done)
+            writer.add_scalar(LEARNING_RATE_TAG, scheduler.get_last_lr()[0], done)
             progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
 
         # --- validate ----------------------------------------------------------------------------
         if config["validate_every"] and (done % config["validate_every"] == 0 or done == config["n_steps"]):
-            scores, predictions = evaluate_episodes(model, validation_episodes, device, precision,
-                                                    config["eval_batch_size"])
-            for organ, dice in organ_means(scores).items():
-                writer.add_scalar(f"validation_dice/{organ}", dice, done)
-            first = validation_episodes[0]
+            evaluation = evaluate_episodes(model, validation, device, precision, config["eval_batch_size"],
+                                           VALIDATION_METRICS)
+            for organ, dice in evaluation.organ_means("dice").items():
+                writer.add_scalar(validation_dice_tag(organ), dice, done)
+            first = validation[0]
             writer.add_image("validation/support_query_prediction_truth",
-                             test_episode_panel(first, predictions[(first.label, first.query_scan_id)]), done)
+                             test_episode_panel(first, evaluation.predictions[(first.label, first.query_scan_id)]), done)
             writer.add_image("train/support_query_prediction_truth",
                              episode_panel_from_batch(batch, output.logits), done)
 
         # --- checkpoint ------------------------------------------------------------------------------
         if done % config["checkpoint_every"] == 0 or done == config["n_steps"]:
-            save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=done,
+            save_checkpoint(run.last_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=done,
                             config=config)
     writer.close()
-    _run.info["checkpoint"] = str(checkpoint_path)
+    _run.info["checkpoint"] = str(run.last_checkpoint)
     return {"step": config["n_steps"], "final_loss": loss.item()}
-
-
-def episode_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], config: dict, class_weights: torch.Tensor,
-                   device: torch.device, precision: str):
-    """(model output, {loss name: weighted loss}) of one stacked episode batch.
-
-    batch: support_images (B, S, 3, H, W), support_masks (B, S, H, W), query_images (B, 3, H, W),
-    query_labels (B, H, W) with `ignore_index` where no loss applies. The losses are the weighted
-    cross-entropy of the query (always), PANet's alignment loss and the soft Dice loss, each only
-    when its weight in `config` is positive.
-    """
-    with_alignment = config["alignment_loss_weight"] > 0
-    with autocast(device, precision):
-        output = model(batch["support_images"], batch["support_masks"], batch["query_images"],
-                       return_alignment=with_alignment)
-    losses = {"query_ce": weighted_cross_entropy(output.logits.float(), batch["query_labels"], class_weights,
-                                                 config["ignore_index"])}
-    if with_alignment:
-        losses["alignment"] = config["alignment_loss_weight"] * alignment_loss(
-            output.alignment_logits, batch["support_masks"], output.alignment_counted, config["ignore_index"])
-    if config["dice_loss_weight"] > 0:
-        losses["dice"] = config["dice_loss_weight"] * soft_dice_loss(
-            output.logits.float(), batch["query_labels"], config["ignore_index"])
-    return output, losses
 
 
 def episode_batches(dataset, batch_size: int, start_step: int, num_workers: int, seed: int):

@@ -4,9 +4,10 @@ Measures, on CHAOST2 (or synthetic DEMO scans when CHAOST2 is absent), for each 
 DataLoader worker count: training episodes per second of `SuperpixelEpisodes` and
 `SupervisedEpisodes` (with the protocol augmentation, batch 1, the first batch excluded so that
 worker start-up is not counted), and test episodes built per second by `build_test_episodes`
-(all test organs of one fold; no DataLoader, so only measured once per size).
+(all test organs of one fold; no DataLoader, so only measured once per size). Datasets and
+episodes come from the experiment assembly with the configs train.py would use.
 
-    python bench/bench_episodes.py [--dataset-dir DIR] [--sizes 256 128] [--workers 0 2]
+    python bench/bench_episodes.py [--data-root DIR] [--sizes 256 128] [--workers 0 2]
                                    [--episodes 64] [--fold 0] [--torch-threads 1]
 
 `--torch-threads` sets torch's intra-op threads of the main process (DataLoader workers always use
@@ -26,26 +27,25 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataloaders.augmentation import AugmentationParams  # noqa: E402
+from config import composed_config  # noqa: E402
 from dataloaders.demo_data import write_demo_dataset  # noqa: E402
-from dataloaders.derived_files import ensure_derived_files  # noqa: E402
-from dataloaders.episodes_superpixel import SuperpixelEpisodes  # noqa: E402
-from dataloaders.episodes_supervised import SupervisedEpisodes  # noqa: E402
-from dataloaders.episodes_test import build_test_episodes  # noqa: E402
-from dataloaders.folds import fold_split  # noqa: E402
-from dataloaders.specs import DEMO_SCAN_COUNT, DatasetSpec, get_spec  # noqa: E402
-from dataloaders.volumes import load_scans  # noqa: E402
+from dataloaders.specs import DEMO_SCAN_COUNT  # noqa: E402
+from experiment.assembly import ensure_superpixels, fold_data, test_episodes, training_dataset  # noqa: E402
 from utils.seeding import make_generator, worker_init_fn  # noqa: E402
 
-DEFAULT_CHAOST2 = Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXCLUDED_GROUP = 1  # Setting-2 group removed from supervised training (the kidneys on CHAOST2)
-SEED = 1234
+# named configs and updates of the two training modes (the superpixel one in Setting 1)
+TRAINING_MODES = {
+    "superpixel": (["setting1"], {}),
+    "supervised": (["setting2", "supervised"], {"label_group": EXCLUDED_GROUP}),
+}
 
 
-def episodes_per_second(dataset: Dataset, workers: int) -> float:
+def episodes_per_second(dataset: Dataset, workers: int, seed: int) -> float:
     """Iterate a batch-1 DataLoader over `dataset`; episodes per second after the first batch."""
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, worker_init_fn=worker_init_fn,
-                        generator=make_generator(SEED))
+                        generator=make_generator(seed))
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()
@@ -53,18 +53,9 @@ def episodes_per_second(dataset: Dataset, workers: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def dataset_and_spec(dataset_dir: Path | None, scratch: Path) -> tuple[Path, DatasetSpec]:
-    if dataset_dir is not None and dataset_dir.is_dir():
-        return dataset_dir, get_spec(dataset_dir.name)
-    logging.warning("CHAOST2 not found at %s: benchmarking synthetic DEMO scans", dataset_dir)
-    demo_dir = scratch / "DEMO"
-    write_demo_dataset(demo_dir, DEMO_SCAN_COUNT)
-    return demo_dir, get_spec("DEMO")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_CHAOST2)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding CHAOST2/")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--episodes", type=int, default=64)
@@ -75,34 +66,31 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory() as scratch:
-        dataset_dir, spec = dataset_and_spec(args.dataset_dir, Path(scratch))
-        derived_dir = ensure_derived_files(dataset_dir, spec, workers=max(1, *args.workers))
-        split = fold_split(spec, args.fold)
-        excluded = spec.setting2_groups[EXCLUDED_GROUP]
-        base_labels = [label for label in spec.labels if label not in excluded]
-        print(f"dataset {spec.name} ({dataset_dir}), fold {args.fold}: {len(split.train_ids)} training scans, "
-              f"{args.episodes} episodes per measurement, {args.torch_threads} torch thread(s)")
-        print("| loader | size | workers | episodes/s |")
-        print("|---|---|---|---|")
+        data_root, dataset = args.data_root, "chaost2"
+        if not (data_root / "CHAOST2").is_dir():
+            logging.warning("CHAOST2 not found in %s: benchmarking synthetic DEMO scans", data_root)
+            data_root, dataset = Path(scratch), "demo"
+            write_demo_dataset(data_root / "DEMO", DEMO_SCAN_COUNT)
+        common = {"data_root": str(data_root), "eval_fold": args.fold, "steps_per_epoch": args.episodes}
+        printed_header = False
         for size in args.sizes:
-            train = load_scans(dataset_dir, spec, split.train_ids, derived_dir=derived_dir,
-                               with_superpixels=True, image_size=size)
-            datasets = {
-                "superpixel": SuperpixelEpisodes(train, episodes_per_epoch=args.episodes,
-                                                 augmentation=AugmentationParams(), seed=SEED),
-                "supervised": SupervisedEpisodes(train, base_labels, episodes_per_epoch=args.episodes,
-                                                 excluded_labels=excluded, augmentation=AugmentationParams(),
-                                                 seed=SEED),
-            }
-            for name, dataset in datasets.items():
+            configs = {mode: composed_config([dataset, *named], {**common, **updates, "image_size": size})
+                       for mode, (named, updates) in TRAINING_MODES.items()}
+            data = fold_data(configs["superpixel"])
+            if not printed_header:
+                ensure_superpixels(configs["superpixel"], data)
+                print(f"dataset {data.spec.name} ({data.dataset_dir}), fold {args.fold}: {len(data.split.train_ids)} "
+                      f"training scans, {args.episodes} episodes per measurement, {args.torch_threads} torch thread(s)")
+                print("| loader | size | workers | episodes/s |")
+                print("|---|---|---|---|")
+                printed_header = True
+            for mode, config in configs.items():
+                dataset_of_mode = training_dataset(config, data)
                 for workers in args.workers:
-                    print(f"| {name} | {size} | {workers} | {episodes_per_second(dataset, workers):.1f} |",
-                          flush=True)
-            test_scans = load_scans(dataset_dir, spec, [*split.query_ids, *split.support_ids],
-                                    derived_dir=derived_dir, image_size=size)
+                    rate = episodes_per_second(dataset_of_mode, workers, config["seed"])
+                    print(f"| {mode} | {size} | {workers} | {rate:.1f} |", flush=True)
             start = time.perf_counter()
-            built = sum(len(build_test_episodes(test_scans, split, label, spec.organs[label]))
-                        for label in spec.test_labels)
+            built = len(test_episodes(configs["superpixel"], data))
             rate = built / (time.perf_counter() - start)
             print(f"| test episodes ({built} built) | {size} | 0 | {rate:.1f} |", flush=True)
 

@@ -4,12 +4,14 @@ Every model variant is built from the same Sacred named configs as train.py (dat
 variant, profile), so the comparison is under one profile. In one process and interleaved
 round-robin (a busy machine slows every variant alike):
 
-- training step: forward with alignment, the training losses (train.py's `episode_losses`),
+- training step: forward with alignment, the training losses (`episode_losses` of
+  experiment/training_step.py, as train.py computes them),
   backward and SGD step, on the same pre-drawn superpixel episodes for every variant (drawing an
   episode is model-independent and not timed); the median over the timed steps;
 - evaluation of one fold: every protocol test episode of the fold's query scans (all test organs
-  of the setting), as test.py segments them, from freshly initialised weights (speed does not
-  depend on them); the fastest of the rounds.
+  of the setting), as test.py segments them, scored with Dice only (the surface distances cost the
+  same for every model), from freshly initialised weights (speed does not depend on them); the
+  fastest of the rounds.
 
     python bench/bench_fold_speed.py                       # CHAOST2 in ../shared/data, `cpu` profile
     python bench/bench_fold_speed.py --data-root DIR --derived-root data/derived --steps 30 --rounds 3
@@ -32,35 +34,20 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from config import ex  # noqa: E402
-from dataloaders.augmentation import AugmentationParams  # noqa: E402
+from config import composed_config, parse_command_line  # noqa: E402
 from dataloaders.demo_data import write_demo_dataset  # noqa: E402
-from dataloaders.derived_files import ensure_derived_files  # noqa: E402
-from dataloaders.experiment_data import dataset_directories, test_episodes, tested_labels, training_episodes  # noqa: E402
-from dataloaders.folds import fold_split  # noqa: E402
-from dataloaders.specs import DEMO_SCAN_COUNT, get_spec  # noqa: E402
-from dataloaders.volumes import load_scans  # noqa: E402
-from models import build_model  # noqa: E402
-from train import episode_losses  # noqa: E402
-from utils.evaluation import evaluate_episodes  # noqa: E402
+from dataloaders.specs import DEMO_SCAN_COUNT  # noqa: E402
+from evaluation.scoring import evaluate_episodes  # noqa: E402
+from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, test_episodes,  # noqa: E402
+                                 training_dataset)
+from experiment.training_step import episode_losses  # noqa: E402
 from utils.runtime import check_precision, select_device  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
-from scripts.run_folds import parse_value  # noqa: E402
 
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 REFERENCE_VARIANT = "alpnet"
 VARIANTS = ["alpnet", "panet", "psmnet", "psm_only", "mcam_only"]
-
-
-def resolved_config(named_configs: list[str], updates: dict) -> dict:
-    """The config train.py would run with these named configs and updates."""
-    return ex.run("resolved_config", config_updates=updates, named_configs=named_configs,
-                  options={"--force": True, "--loglevel": "ERROR"}).result
-
-
-def config_updates(assignments: list[str]) -> dict:
-    """["precision=bf16", ...] -> {"precision": "bf16", ...}, values read as train.py's command line does."""
-    return {key: parse_value(value) for key, value in (assignment.split("=", 1) for assignment in assignments)}
+EVALUATION_METRICS = ("dice",)  # the speed of the model's segmentation, not of the surface metrics
 
 
 def stacked(episode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,36 +92,25 @@ def main() -> None:
             logging.warning("CHAOST2 not found in %s: benchmarking the synthetic DEMO dataset", data_root)
             data_root, derived_root, dataset = Path(scratch), str(Path(scratch) / "derived"), "demo"
             write_demo_dataset(data_root / "DEMO", DEMO_SCAN_COUNT)
-        updates = dict(config_updates(args.config), data_root=str(data_root), derived_root=derived_root,
+        updates = dict(parse_command_line(args.config)[1], data_root=str(data_root), derived_root=derived_root,
                        eval_fold=args.fold)
-        configs = {variant: resolved_config([dataset, f"setting{args.setting}", variant, args.profile], updates)
+        configs = {variant: composed_config([dataset, f"setting{args.setting}", variant, args.profile], updates)
                    for variant in args.variants}
         config = configs[REFERENCE_VARIANT]  # data keys are the same for every variant
         seed_everything(config["seed"])
         device = select_device(config["device"])
         precision = check_precision(config["precision"])
 
-        spec = get_spec(config["dataset"])
-        dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)
-        ensure_derived_files(dataset_dir, spec, derived_dir, method=config["superpixel_method"])
-        split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
-        train_scans = load_scans(dataset_dir, spec, split.train_ids, derived_dir=derived_dir, with_superpixels=True,
-                                 image_size=config["image_size"])
-        episodes = training_episodes(
-            mode="superpixel", scans=list(train_scans.values()), spec=spec, setting=config["setting"],
-            label_group=config["label_group"], exclusion_rule=config["exclusion_rule"], n_shots=config["n_shots"],
-            episodes_per_epoch=args.rounds * args.steps, min_foreground_area=config["min_foreground_area"],
-            augmentation=AugmentationParams() if config["augment"] else None, seed=config["seed"],
-        )
+        data = fold_data(config)
+        ensure_superpixels(config, data)
+        episodes = training_dataset({**config, "training_mode": "superpixel",
+                                     "steps_per_epoch": args.rounds * args.steps, "batch_size": 1}, data)
         batches = [stacked(episodes[index]) for index in range(len(episodes))]
-        test_scans = load_scans(dataset_dir, spec, split.query_ids + split.support_ids, derived_dir=derived_dir,
-                                image_size=config["image_size"])
-        labels = tested_labels(spec, config["setting"], config["label_group"])
-        fold_episodes = test_episodes(test_scans, split, spec, labels, config["n_parts"])
+        fold_episodes = test_episodes(config, data)
 
         models, optimizers = {}, {}
         for variant, variant_config in configs.items():
-            models[variant] = build_model(**variant_config["model"], **variant_config["model_options"]).to(device)
+            models[variant] = build_model_from_config(variant_config).to(device)
             optimizers[variant] = torch.optim.SGD(models[variant].parameters(), lr=variant_config["lr"],
                                                   momentum=variant_config["momentum"],
                                                   weight_decay=variant_config["weight_decay"])
@@ -144,7 +120,8 @@ def main() -> None:
             time_training_steps(models[variant], optimizers[variant], batches[:1], configs[variant], class_weights,
                                 device, precision)
             models[variant].eval()
-            evaluate_episodes(models[variant], fold_episodes[:1], device, precision, config["eval_batch_size"])
+            evaluate_episodes(models[variant], fold_episodes[:1], device, precision, config["eval_batch_size"],
+                              EVALUATION_METRICS)
         step_times = {variant: [] for variant in configs}
         eval_times = {variant: [] for variant in configs}
         for round_index in range(args.rounds):
@@ -155,14 +132,15 @@ def main() -> None:
                                                            configs[variant], class_weights, device, precision)
                 models[variant].eval()
                 start = time.perf_counter()
-                evaluate_episodes(models[variant], fold_episodes, device, precision, config["eval_batch_size"])
+                evaluate_episodes(models[variant], fold_episodes, device, precision, config["eval_batch_size"],
+                                  EVALUATION_METRICS)
                 eval_times[variant].append(time.perf_counter() - start)
             print(f"round {round_index + 1} of {args.rounds} done", file=sys.stderr, flush=True)
 
     step = {variant: statistics.median(times) for variant, times in step_times.items()}
     evaluation = {variant: min(times) for variant, times in eval_times.items()}
     query_slices = sum(episode.query_images.shape[0] for episode in fold_episodes)
-    print(f"{spec.name} fold {args.fold}, setting {args.setting}, profile {' '.join([args.profile, *args.config])} "
+    print(f"{data.spec.name} fold {args.fold}, setting {args.setting}, profile {' '.join([args.profile, *args.config])} "
           f"({config['model']['encoder']}, {precision}, {config['image_size'] or 'native'} px, output stride "
           f"{config['model']['output_stride']}), {args.threads} thread(s); training step: median of "
           f"{args.rounds} x {args.steps} steps; evaluation: {len(fold_episodes)} test episodes, "

@@ -1,4 +1,4 @@
-"""What every training-episode dataset shares (DESIGN.md "Episodes"; PROTOCOL.md "Training").
+"""What every training-episode dataset shares (docs/DESIGN.md "Episodes"; docs/PROTOCOL.md "Training").
 
 `TrainingEpisodes` holds the length, seed and epoch of an episode dataset and gives episode
 `index` its own generator (`utils.seeding.episode_generator`), so an episode depends only on
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from dataloaders.volumes import Scan
 
 IMAGE_CHANNELS = 3  # grey slices are tiled for an ImageNet/COCO-style encoder
-DEFAULT_EPISODES_PER_EPOCH = 1000  # SSL-ALPNet's max_iters_per_load
-DEFAULT_SEED = 1234  # the protocol's seed
 
 
 class TrainingEpisodes(Dataset):

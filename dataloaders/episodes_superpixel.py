@@ -1,4 +1,4 @@
-"""Self-supervised superpixel episodes (PROTOCOL.md "Training", SSL-ALPNet Sec. 3.2).
+"""Self-supervised superpixel episodes (docs/PROTOCOL.md "Training", SSL-ALPNet Sec. 3.2).
 
 An episode: pick one allowed slice of the training scans uniformly, pick one of its superpixels as
 the foreground, and make S + 1 independently augmented copies of that slice and mask: S supports
@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from dataloaders.augmentation import AugmentationParams
-from dataloaders.episode_base import (DEFAULT_EPISODES_PER_EPOCH, DEFAULT_SEED, TrainingEpisodes,
-                                      assemble_episode)
+from dataloaders.episode_base import TrainingEpisodes, assemble_episode
 from dataloaders.slice_selection import ExclusionRule, allowed_slices
 from utils.io import DataError
 
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from dataloaders.volumes import Scan
 
 logger = logging.getLogger(__name__)
-
-MIN_SUPERPIXEL_AREA = 100  # pixels at model resolution, ~1.5 feature cells at output stride 8
 
 
 @dataclass(frozen=True)
@@ -66,11 +63,11 @@ class SuperpixelEpisodes(TrainingEpisodes):
     """
 
     def __init__(self, scans: "Mapping[int, Scan] | Iterable[Scan]", *, n_shots: int = 1,
-                 episodes_per_epoch: int = DEFAULT_EPISODES_PER_EPOCH,
-                 min_superpixel_area: int = MIN_SUPERPIXEL_AREA,
+                 episodes_per_epoch: int,
+                 min_superpixel_area: int,
                  excluded_labels: tuple[int, ...] = (), exclusion_rule: ExclusionRule = "any",
                  augmentation: AugmentationParams | None = AugmentationParams(),
-                 seed: int = DEFAULT_SEED) -> None:
+                 seed: int) -> None:
         super().__init__(scans, n_shots, episodes_per_epoch, seed, augmentation)
         self.min_superpixel_area = min_superpixel_area
         self.rejected_superpixels = 0

@@ -1,4 +1,4 @@
-"""Supervised few-shot episodes from manual labels (PROTOCOL.md "Settings", last item; PANet Sec. 4).
+"""Supervised few-shot episodes from manual labels (docs/PROTOCOL.md "Settings", last item; PANet Sec. 4).
 
 Classic few-shot training: the model is trained on base classes (a list of label values) and
 tested on others. An episode picks a base class uniformly, a query slice uniformly among the
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from dataloaders.augmentation import AugmentationParams
-from dataloaders.episode_base import (DEFAULT_EPISODES_PER_EPOCH, DEFAULT_SEED, TrainingEpisodes,
-                                      assemble_episode)
+from dataloaders.episode_base import TrainingEpisodes, assemble_episode
 from dataloaders.slice_selection import ExclusionRule, allowed_slices, label_areas_per_slice
 from utils.io import DataError
 
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
     from dataloaders.volumes import Scan
 
 logger = logging.getLogger(__name__)
-
-MIN_FOREGROUND_AREA = 1  # pixels of the class in a slice; SSL-ALPNet's classmap_1 threshold
 
 
 class SupervisedEpisodes(TrainingEpisodes):
@@ -49,11 +46,11 @@ class SupervisedEpisodes(TrainingEpisodes):
     """
 
     def __init__(self, scans: "Mapping[int, Scan] | Iterable[Scan]", base_labels: Sequence[int], *, n_shots: int = 1,
-                 episodes_per_epoch: int = DEFAULT_EPISODES_PER_EPOCH,
-                 min_foreground_area: int = MIN_FOREGROUND_AREA,
+                 episodes_per_epoch: int,
+                 min_foreground_area: int,
                  excluded_labels: tuple[int, ...] = (), exclusion_rule: ExclusionRule = "any",
                  augmentation: AugmentationParams | None = AugmentationParams(),
-                 seed: int = DEFAULT_SEED) -> None:
+                 seed: int) -> None:
         super().__init__(scans, n_shots, episodes_per_epoch, seed, augmentation)
         overlap = sorted(set(base_labels) & set(excluded_labels))
         if overlap:

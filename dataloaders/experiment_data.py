@@ -1,6 +1,6 @@
-"""From a dataset, a fold and a setting to the scans and episodes of one experiment.
+"""From a dataset, a setting and a training mode to the tested organs and the training episodes.
 
-PROTOCOL.md "Settings": Setting 1 tests every organ of the dataset's test list with one model;
+docs/PROTOCOL.md, "Settings": Setting 1 tests every organ of the dataset's test list with one model;
 Setting 2 tests one organ group per model and removes every training slice that shows an organ of
 that group. Supervised training ("classic few-shot") learns from the labels of the organs that are
 not tested.
@@ -11,8 +11,6 @@ from pathlib import Path
 
 from dataloaders.episodes_superpixel import SuperpixelEpisodes
 from dataloaders.episodes_supervised import SupervisedEpisodes
-from dataloaders.episodes_test import TestEpisode, build_test_episodes
-from dataloaders.folds import FoldSplit
 from dataloaders.specs import DatasetSpec
 from dataloaders.volumes import Scan, default_derived_dir, resolve_data_root
 
@@ -49,11 +47,14 @@ def training_episodes(
     exclusion_rule: str,
     n_shots: int,
     episodes_per_epoch: int,
-    min_foreground_area: int,
+    min_superpixel_area: int,
+    min_supervised_foreground_area: int,
     augmentation,
     seed: int,
 ):
-    """The training-episode dataset of one experiment."""
+    """The training-episode dataset of one experiment: superpixel episodes (superpixels below
+    `min_superpixel_area` pixels are redrawn) or supervised ones (a slice shows a base class from
+    `min_supervised_foreground_area` pixels)."""
     if mode not in TRAINING_MODES:
         raise ValueError(f"training_mode={mode!r}: expected one of {TRAINING_MODES}")
     excluded = excluded_training_labels(spec, setting, label_group)
@@ -67,22 +68,11 @@ def training_episodes(
         seed=seed,
     )
     if mode == "superpixel":
-        return SuperpixelEpisodes(min_superpixel_area=min_foreground_area, **common)
+        return SuperpixelEpisodes(min_superpixel_area=min_superpixel_area, **common)
     base_labels = tuple(label for label in spec.labels if label not in tested_labels(spec, setting, label_group))
     if not base_labels:
         raise ValueError(f"supervised training on {spec.name}: every organ is tested, no base class is left to train on")
-    return SupervisedEpisodes(base_labels=base_labels, min_foreground_area=min_foreground_area, **common)
-
-
-def test_episodes(
-    scans: dict[int, Scan], split: FoldSplit, spec: DatasetSpec, labels: tuple[int, ...], n_parts: int
-) -> list[TestEpisode]:
-    """Every (organ, query scan) test episode of a fold, organ by organ."""
-    return [
-        episode
-        for label in labels
-        for episode in build_test_episodes(scans, split, label=label, organ=spec.organs[label], n_parts=n_parts)
-    ]
+    return SupervisedEpisodes(base_labels=base_labels, min_foreground_area=min_supervised_foreground_area, **common)
 
 
 def dataset_directories(data_root: str | None, derived_root: str | None, spec: DatasetSpec) -> tuple[Path, Path]:

@@ -11,20 +11,20 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.io import read_json  # noqa: E402  (after the path set-up)
-
-PERCENT = 100
+from evaluation.reports import SUMMARY_NAME, format_value  # noqa: E402  (after the path set-up)
+from utils.io import read_json  # noqa: E402
 
 
 def comparison_table(folders: list[Path]) -> str:
-    summaries = [read_json(folder / "summary.json") for folder in folders]
+    summaries = [read_json(folder / SUMMARY_NAME) for folder in folders]
     organs = list(dict.fromkeys(organ for summary in summaries for organ in summary["organs"]))
     header = ["organ", *(f"{folder.name} (step {summary['step']})" for folder, summary in zip(folders, summaries))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for organ in organs:
-        cells = [f"{PERCENT * summary['organs'][organ]['dice']:.2f}" if organ in summary["organs"] else "" for summary in summaries]
+        cells = [format_value(summary["organs"][organ]["dice"], "dice") if organ in summary["organs"] else ""
+                 for summary in summaries]
         lines.append(f"| {organ} | " + " | ".join(cells) + " |")
-    lines.append("| **mean Dice** | " + " | ".join(f"**{PERCENT * s['mean_dice']:.2f}**" for s in summaries) + " |")
+    lines.append("| **mean Dice** | " + " | ".join(f"**{format_value(s['mean_dice'], 'dice')}**" for s in summaries) + " |")
     return "\n".join(lines)
 
 

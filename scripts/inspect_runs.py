@@ -26,32 +26,21 @@ from einops import rearrange
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from dataloaders.experiment_data import dataset_directories, test_episodes, tested_labels  # noqa: E402
-from dataloaders.folds import fold_split  # noqa: E402
-from dataloaders.specs import get_spec  # noqa: E402
-from dataloaders.volumes import load_scans  # noqa: E402
-from models import build_model  # noqa: E402
+from experiment.assembly import fold_data, load_trained_model, test_episodes  # noqa: E402
+from experiment.layout import RunLayout  # noqa: E402
 from models.prototypes import resize_masks  # noqa: E402
-from utils.checkpoint import LAST_CHECKPOINT, load_checkpoint, load_model_weights  # noqa: E402
 
 QUERY_SLICES = 4  # query slices per episode for the attention report
 
 
 def trained_model_and_test_episodes(run_dir: Path, data_root: str | None, derived_root: str | None):
-    """(model in eval mode, the fold's test episodes at the run's image size)."""
-    state = load_checkpoint(run_dir / LAST_CHECKPOINT)
-    config = state["config"]
-    model = build_model(**config["model"], **config["model_options"])
-    load_model_weights(model, state["model"], run_dir / LAST_CHECKPOINT)
-    model.eval()
-    spec = get_spec(config["dataset"])
-    dataset_dir, derived_dir = dataset_directories(data_root or config["data_root"],
-                                                   derived_root or config["derived_root"], spec)
-    split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
-    scans = load_scans(dataset_dir, spec, split.query_ids + split.support_ids, derived_dir=derived_dir,
-                       image_size=config["image_size"])
-    labels = tested_labels(spec, config["setting"], config["label_group"])
-    return model, test_episodes(scans, split, spec, labels, config["n_parts"])
+    """(model in eval mode, the fold's test episodes at the run's image size); data_root and
+    derived_root, when given, replace the ones stored in the checkpoint."""
+    trained = load_trained_model(RunLayout(run_dir).last_checkpoint)
+    trained.model.eval()
+    config = {**trained.config, "data_root": data_root or trained.config["data_root"],
+              "derived_root": derived_root or trained.config["derived_root"]}
+    return trained.model, test_episodes(config, fold_data(config))
 
 
 @torch.no_grad()

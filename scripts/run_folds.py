@@ -10,7 +10,6 @@ folds with scripts/summarize_folds.py.
 from __future__ import annotations
 
 import argparse
-import ast
 import subprocess
 import sys
 import time
@@ -19,25 +18,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from config import ex  # noqa: E402  (after the path set-up)
-from utils.checkpoint import LAST_CHECKPOINT  # noqa: E402
+from config import composed_config, parse_command_line  # noqa: E402  (after the path set-up)
+from evaluation.reports import SUMMARY_NAME  # noqa: E402
+from experiment.layout import RunLayout  # noqa: E402
 
 
-def fold_run_directory(sacred_args: list[str], fold: int) -> Path:
-    """The run directory train.py uses for these arguments and fold."""
-    named_configs = [arg for arg in sacred_args if "=" not in arg and arg != "with"]
-    updates = {key: parse_value(value) for key, value in (arg.split("=", 1) for arg in sacred_args if "=" in arg)}
-    updates["eval_fold"] = fold
-    return Path(ex.run("run_directory_of", config_updates=updates, named_configs=named_configs,
-                       options={"--force": True, "--loglevel": "ERROR"}).result)
-
-
-def parse_value(text: str):
-    """A command-line value as Sacred reads it: a Python literal, else a plain string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+def fold_run(sacred_args: list[str], fold: int) -> RunLayout:
+    """The run folder train.py uses for these arguments and fold."""
+    named_configs, updates = parse_command_line(sacred_args)
+    return RunLayout.of(composed_config(named_configs, {**updates, "eval_fold": fold}))
 
 
 def run(script: str, sacred_args: list[str], fold: int) -> float:
@@ -58,11 +47,10 @@ def main() -> None:
     sacred_args = [arg for arg in args.sacred_args if arg != "--"]
 
     for fold in args.folds:
-        run_dir = fold_run_directory(sacred_args, fold)
-        checkpoint = run_dir / LAST_CHECKPOINT
-        summary = run_dir / f"evaluation_fold{fold}" / "summary.json"
+        run = fold_run(sacred_args, fold)
+        summary = run.evaluation(fold) / SUMMARY_NAME
         train_seconds = run("train.py", sacred_args, fold)
-        if summary.is_file() and summary.stat().st_mtime > checkpoint.stat().st_mtime:
+        if summary.is_file() and summary.stat().st_mtime > run.last_checkpoint.stat().st_mtime:
             print(f"fold {fold}: evaluation up to date ({summary})")
             continue
         test_seconds = run("test.py", sacred_args, fold)

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 from dataloaders.augmentation import AugmentationParams
 from dataloaders.episodes_superpixel import SuperpixelEpisodes
 from dataloaders.episodes_supervised import SupervisedEpisodes
-from dataloaders.episodes_test import assign_parts, build_test_episodes, part_fractions
 from dataloaders.folds import FoldSplit
 from dataloaders.slice_selection import allowed_slices
 from dataloaders.volumes import Scan
+from evaluation.episodes import assign_parts, build_test_episodes, part_fractions
 from utils.io import DataError
 from utils.seeding import make_generator, worker_init_fn
 
@@ -23,6 +23,12 @@ SIZE = 32
 LIVER, RIGHT_KIDNEY, LEFT_KIDNEY, SPLEEN = 1, 2, 3, 4
 TINY_SUPERPIXEL = 9
 MIN_AREA = 20
+N_PARTS = 3  # the protocol's npart
+SEED = 1234
+EPISODES = 8  # episodes per epoch where the test reads the dataset's index, not its episodes
+ANY_FOREGROUND = 1  # supervised episodes: a slice shows a class from one pixel on
+SPACING_XYZ = (0.5, 0.75, 3.0)  # mm, as SimpleITK stores it: x, y, z
+CHAOST2_SPACING_ZYX = (7.7, 1.25, 1.25)  # docs/PROTOCOL.md, "Datasets"
 
 
 def chaost2_dir() -> Path:
@@ -42,7 +48,7 @@ def make_scan(scan_id: int, labels: np.ndarray, superpixels: np.ndarray | None =
     image = (rng.standard_normal(labels.shape) + np.arange(n_slices)[:, None, None] * 10).astype(np.float32)
     return Scan(scan_id=scan_id, image=image, labels=labels.astype(np.int64),
                 native_labels=(labels if native_labels is None else native_labels).astype(np.int64),
-                superpixels=superpixels, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                superpixels=superpixels, spacing=SPACING_XYZ, origin=(0.0, 0.0, 0.0),
                 direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 
 
@@ -86,7 +92,8 @@ def test_superpixel_foreground_is_exactly_one_superpixel_of_the_chosen_slice():
 
 def test_superpixel_episode_shapes_and_dtypes_with_augmentation():
     scans = [make_scan(3, np.zeros((2, SIZE, SIZE)), quadrant_superpixels(2))]
-    episode = SuperpixelEpisodes(scans, n_shots=2, episodes_per_epoch=4, min_superpixel_area=MIN_AREA)[0]
+    episode = SuperpixelEpisodes(scans, n_shots=2, episodes_per_epoch=4, min_superpixel_area=MIN_AREA,
+                                 seed=SEED)[0]
     assert episode["support_images"].shape == (2, 3, SIZE, SIZE) and episode["support_images"].dtype == torch.float32
     assert episode["support_masks"].shape == (2, SIZE, SIZE) and episode["support_masks"].dtype == torch.float32
     assert episode["query_images"].shape == (3, SIZE, SIZE) and episode["query_images"].dtype == torch.float32
@@ -104,7 +111,7 @@ def test_too_small_superpixels_are_rejected_counted_and_slices_without_one_left_
     superpixels[2] = 1
     superpixels[2, 20:23, 20:23] = 2  # slice 2: one large and one tiny superpixel
     dataset = SuperpixelEpisodes([make_scan(1, np.zeros((3, SIZE, SIZE)), superpixels)],
-                                 episodes_per_epoch=60, min_superpixel_area=MIN_AREA, augmentation=None)
+                                 episodes_per_epoch=60, min_superpixel_area=MIN_AREA, augmentation=None, seed=SEED)
     assert dataset.slices_without_superpixel == 1
     assert [entry.z for entry in dataset.slices] == [0, 2]
     for index in range(len(dataset)):
@@ -142,7 +149,7 @@ def test_episodes_do_not_depend_on_the_number_of_workers():
 
 def test_setting2_any_rule_removes_every_slice_with_an_excluded_kidney():
     scan = make_scan(1, kidney_labels(), quadrant_superpixels(5))
-    dataset = SuperpixelEpisodes([scan], min_superpixel_area=MIN_AREA,
+    dataset = SuperpixelEpisodes([scan], min_superpixel_area=MIN_AREA, episodes_per_epoch=EPISODES, seed=SEED,
                                  excluded_labels=(RIGHT_KIDNEY, LEFT_KIDNEY), augmentation=None)
     assert sorted(entry.z for entry in dataset.slices) == [0, 4]
 
@@ -150,7 +157,7 @@ def test_setting2_any_rule_removes_every_slice_with_an_excluded_kidney():
 def test_setting2_all_rule_keeps_slices_with_only_one_kidney():
     scan = make_scan(1, kidney_labels(), quadrant_superpixels(5))
     dataset = SuperpixelEpisodes([scan], min_superpixel_area=MIN_AREA, excluded_labels=(RIGHT_KIDNEY, LEFT_KIDNEY),
-                                 exclusion_rule="all", augmentation=None)
+                                 exclusion_rule="all", augmentation=None, episodes_per_epoch=EPISODES, seed=SEED)
     assert sorted(entry.z for entry in dataset.slices) == [0, 1, 2, 4]
 
 
@@ -159,7 +166,8 @@ def test_setting2_reads_presence_at_native_resolution():
     native[1, 0, 0] = LEFT_KIDNEY  # one native pixel that resizing could lose
     scan = make_scan(1, np.zeros((2, SIZE, SIZE)), quadrant_superpixels(2), native_labels=native)
     assert allowed_slices(scan.native_labels, (LEFT_KIDNEY,)).tolist() == [0]
-    dataset = SuperpixelEpisodes([scan], min_superpixel_area=MIN_AREA, excluded_labels=(LEFT_KIDNEY,))
+    dataset = SuperpixelEpisodes([scan], min_superpixel_area=MIN_AREA, excluded_labels=(LEFT_KIDNEY,),
+                                 episodes_per_epoch=EPISODES, seed=SEED)
     assert [entry.z for entry in dataset.slices] == [0]
 
 
@@ -180,7 +188,8 @@ def two_organ_scan(scan_id: int) -> Scan:
 
 def test_supervised_episodes_use_only_base_classes_from_other_scans():
     scans = {scan_id: two_organ_scan(scan_id) for scan_id in (1, 2, 3)}
-    dataset = SupervisedEpisodes(scans, base_labels=[LIVER], n_shots=2, episodes_per_epoch=20, augmentation=None)
+    dataset = SupervisedEpisodes(scans, base_labels=[LIVER], n_shots=2, episodes_per_epoch=20, augmentation=None,
+                                 min_foreground_area=ANY_FOREGROUND, seed=SEED)
     assert dataset.labels == [LIVER]
     for index in range(len(dataset)):
         label, (query_scan, query_z), supports = dataset.source(index)
@@ -197,7 +206,7 @@ def test_supervised_episodes_use_only_base_classes_from_other_scans():
 
 def test_supervised_episodes_fall_back_to_other_slices_of_a_single_scan():
     dataset = SupervisedEpisodes([two_organ_scan(4)], base_labels=[SPLEEN], episodes_per_epoch=10,
-                                 augmentation=None)
+                                 augmentation=None, min_foreground_area=ANY_FOREGROUND, seed=SEED)
     for index in range(len(dataset)):
         _, query, supports = dataset.source(index)
         assert supports[0][0] == 4 and supports[0] != query
@@ -207,12 +216,13 @@ def test_supervised_setting2_removes_excluded_slices_and_refuses_excluded_base_c
     labels = kidney_labels()
     labels[0, 25:30, 25:30] = SPLEEN
     labels[3, 25:30, 25:30] = SPLEEN
-    dataset = SupervisedEpisodes([make_scan(1, labels)], base_labels=[SPLEEN],
-                                 excluded_labels=(RIGHT_KIDNEY, LEFT_KIDNEY), augmentation=None)
+    dataset = SupervisedEpisodes([make_scan(1, labels)], base_labels=[SPLEEN], episodes_per_epoch=EPISODES,
+                                 excluded_labels=(RIGHT_KIDNEY, LEFT_KIDNEY), augmentation=None,
+                                 min_foreground_area=ANY_FOREGROUND, seed=SEED)
     assert dataset.pools[SPLEEN][1].tolist() == [0]  # slice 3 also shows the kidneys
     with pytest.raises(ValueError, match="both base classes and excluded"):
-        SupervisedEpisodes([make_scan(1, labels)], base_labels=[LIVER, RIGHT_KIDNEY],
-                           excluded_labels=(RIGHT_KIDNEY,))
+        SupervisedEpisodes([make_scan(1, labels)], base_labels=[LIVER, RIGHT_KIDNEY], episodes_per_epoch=EPISODES,
+                           excluded_labels=(RIGHT_KIDNEY,), min_foreground_area=ANY_FOREGROUND, seed=SEED)
 
 
 # ---------------------------------------------------------------- test episodes
@@ -237,7 +247,7 @@ def test_support_slices_queries_parts_and_z_range_on_known_organ_ranges():
         21: organ_scan(21, [5], n_slices=9),  # a single organ slice
     }
     split = FoldSplit(query_ids=(20, 21), support_ids=(10,), train_ids=())
-    first, second = build_test_episodes(scans, split, label=LIVER, organ="liver")
+    first, second = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
 
     # zlist[int(f * 8)] for f = 1/6, 1/2, 5/6 -> positions 1, 4, 6
     assert first.support_z_indices.tolist() == [[4], [8], [10]]
@@ -255,6 +265,7 @@ def test_support_slices_queries_parts_and_z_range_on_known_organ_ranges():
     assert first.query_labels.shape == (10, 48, 48) and first.query_labels.dtype == torch.int64
     assert int(first.query_labels.sum()) == 10 * 36
     assert first.volume_shape == (15, 48, 48)
+    assert first.voxel_spacing == (3.0, 0.75, 0.5)  # the arrays' axis order (z, y, x)
 
     assert second.z_indices.tolist() == [5] and second.part_index.tolist() == [0]  # z_max == z_min
 
@@ -262,7 +273,7 @@ def test_support_slices_queries_parts_and_z_range_on_known_organ_ranges():
 def test_z_margin_widens_the_range_and_clips_parts():
     scans = {10: organ_scan(10, [3, 4, 5], n_slices=8), 20: organ_scan(20, list(range(2, 12)), n_slices=13)}
     split = FoldSplit(query_ids=(20,), support_ids=(10,), train_ids=())
-    (episode,) = build_test_episodes(scans, split, label=LIVER, organ="liver", z_margin=2)
+    (episode,) = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=2)
     assert episode.z_indices.tolist() == list(range(0, 13))  # 0..13 clipped to the volume's 0..12
     assert episode.part_index.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
     assert assign_parts(np.array([1, 12]), 2, 11, 3).tolist() == [0, 2]
@@ -271,13 +282,14 @@ def test_z_margin_widens_the_range_and_clips_parts():
 def test_k_shot_stacks_one_support_per_scan_and_missing_organ_is_an_error():
     scans = {10: organ_scan(10, [3, 4, 5], 8), 11: organ_scan(11, [1, 2, 3, 4, 5, 6], 8),
              20: organ_scan(20, [2, 3], 8), 30: organ_scan(30, [], 8)}
-    (episode,) = build_test_episodes(scans, FoldSplit((20,), (10, 11), ()), label=LIVER, organ="liver")
+    (episode,) = build_test_episodes(scans, FoldSplit((20,), (10, 11), ()), label=LIVER, organ="liver",
+                                     n_parts=N_PARTS, z_margin=0)
     assert episode.support_images.shape == (3, 2, 3, SIZE, SIZE)
     assert episode.support_z_indices.tolist() == [[3, 2], [4, 4], [5, 6]]
     with pytest.raises(DataError, match="query scan 30"):
-        build_test_episodes(scans, FoldSplit((30,), (10,), ()), label=LIVER, organ="liver")
+        build_test_episodes(scans, FoldSplit((30,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
     with pytest.raises(DataError, match="not loaded"):
-        build_test_episodes(scans, FoldSplit((99,), (10,), ()), label=LIVER, organ="liver")
+        build_test_episodes(scans, FoldSplit((99,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
 
 
 # ---------------------------------------------------------------- CHAOST2
@@ -292,7 +304,7 @@ def test_chaost2_test_episodes_use_the_protocol_fold_scans(fold, queries, suppor
     spec = get_spec("CHAOST2")
     split = fold_split(spec, fold)
     scans = load_scans(chaost2_dir(), spec, [*split.query_ids, *split.support_ids], image_size=SIZE)
-    episodes = build_test_episodes(scans, split, label=SPLEEN, organ="spleen")
+    episodes = build_test_episodes(scans, split, label=SPLEEN, organ="spleen", n_parts=N_PARTS, z_margin=0)
     assert [episode.query_scan_id for episode in episodes] == queries
     assert all(episode.support_scan_ids == support for episode in episodes)
     for episode in episodes:
@@ -301,6 +313,7 @@ def test_chaost2_test_episodes_use_the_protocol_fold_scans(fold, queries, suppor
         assert episode.z_indices.tolist() == list(range(present[0], present[-1] + 1))
         assert episode.query_labels.shape[1:] == native.shape[1:]
         assert episode.part_index.min() == 0 and episode.part_index.max() == 2
+        assert episode.voxel_spacing == pytest.approx(CHAOST2_SPACING_ZYX, abs=0.01)
 
 
 @needs_chaost2
@@ -313,7 +326,8 @@ def test_chaost2_setting2_kidney_group_leaves_no_kidney_in_training_slices():
     train_ids = fold_split(spec, 0).train_ids[:3]
     scans = load_scans(chaost2_dir(), spec, train_ids, image_size=SIZE)
     kidneys = (RIGHT_KIDNEY, LEFT_KIDNEY)
-    dataset = SupervisedEpisodes(scans, base_labels=[LIVER, SPLEEN], excluded_labels=kidneys, augmentation=None)
+    dataset = SupervisedEpisodes(scans, base_labels=[LIVER, SPLEEN], excluded_labels=kidneys, augmentation=None,
+                                 episodes_per_epoch=EPISODES, min_foreground_area=ANY_FOREGROUND, seed=SEED)
     used = 0
     for scan_ids, zs in dataset.pools.values():
         for scan_id, z in zip(scan_ids, zs):

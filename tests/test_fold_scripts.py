@@ -1,4 +1,4 @@
-"""scripts/summarize_folds.py and scripts/compare_evaluations.py on hand-written summaries."""
+"""scripts/summarize_folds.py, summarize_curves.py and compare_evaluations.py on hand-written runs."""
 import sys
 from pathlib import Path
 
@@ -8,19 +8,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from compare_evaluations import comparison_table  # noqa: E402
 from summarize_curves import curve_tables  # noqa: E402
-from summarize_folds import summary_table  # noqa: E402
+from summarize_folds import summary_tables  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from utils.io import write_json  # noqa: E402
 
 CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 
 
-def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100) -> Path:
+def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100,
+                  organ_hd95: dict[str, tuple[float, int]] | None = None) -> Path:
+    """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)}."""
     folder = run_dir / f"evaluation_fold{fold}"
     organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
+    for organ, (hd95, undefined) in (organ_hd95 or {}).items():
+        organs[organ].update(hd95=hd95, undefined={"dice": 0, "hd95": undefined})
     mean = sum(organ_dice.values()) / len(organ_dice)
     write_json({"organs": organs, "mean_dice": mean, "step": step}, folder / "summary.json")
     return folder
+
+
+def summary_table(rows: list[str], metric: str = "dice") -> str:
+    """The table of one metric in summarize_folds' output (after its title line)."""
+    return summary_tables(rows, (metric,)).split("\n\n")[1]
 
 
 def test_fold_table_reports_mean_and_population_std_over_folds(tmp_path):
@@ -45,6 +54,24 @@ def test_organ_columns_follow_label_ids_not_names(tmp_path):
     write_summary(tmp_path / "X_setting1_alpnet_fold0", 0, {"spleen": 0.4, "left_kidney": 0.3, "liver": 0.1})
     header = summary_table([str(tmp_path / "X_setting1_alpnet")]).splitlines()[0]
     assert header == "| method | folds | liver | left_kidney | spleen | mean |"
+
+
+def test_hd95_table_in_millimetres_notes_scans_without_a_value(tmp_path):
+    write_summary(tmp_path / "X_setting1_psmnet_fold0", 0, {"liver": 0.8, "spleen": 0.6},
+                  organ_hd95={"liver": (10.0, 0), "spleen": (30.0, 1)})
+    write_summary(tmp_path / "X_setting1_psmnet_fold1", 1, {"liver": 0.7, "spleen": 0.4},
+                  organ_hd95={"liver": (20.0, 0), "spleen": (50.0, 0)})
+    write_summary(tmp_path / "X_setting1_alpnet_fold0", 0, {"liver": 0.5})  # written before HD95 existed
+    output = summary_tables([str(tmp_path / "X_setting1_psmnet"), str(tmp_path / "X_setting1_alpnet")], ("dice", "hd95"))
+    dice_section, hd95_section = output.split("hd95 (mm)")
+    assert dice_section.startswith("dice (%), mean ± std over folds")
+    lines = hd95_section.split("\n\n")[1].splitlines()
+    assert lines[0] == "| method | folds | liver | spleen | mean |"
+    # folds' organ means 20 and 35 mm
+    assert lines[2] == "| X_setting1_psmnet | 2 | 15.00 ± 5.00 | 40.00 ± 10.00 | 27.50 ± 7.50 |"
+    assert lines[3] == "| X_setting1_alpnet | 1 | n/a | n/a | n/a |"
+    assert hd95_section.rstrip().endswith("X_setting1_psmnet: 1 query scan(s) without a value (empty prediction), "
+                                          "left out of the means")
 
 
 def test_missing_folds_are_a_clear_error(tmp_path):

@@ -19,9 +19,11 @@ import train as train_script
 from config import ex
 from dataloaders.demo_data import write_demo_dataset
 from dataloaders.specs import get_spec
-from utils.checkpoint import LAST_CHECKPOINT, CheckpointError, load_checkpoint
-from utils.io import DataError, read_array, read_json
-from utils.metrics import dice_score
+from evaluation.metrics import METRICS
+from experiment.assembly import upgrade_saved_config
+from experiment.layout import RunLayout
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.io import DataError, read_array, read_image, read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_IMAGE_SIZE = 64
@@ -39,11 +41,15 @@ def demo_root(tmp_path_factory) -> Path:
 def tiny_config(data_root: Path, runs_root: Path, **overrides) -> dict:
     config = dict(
         data_root=str(data_root), runs_root=str(runs_root), image_size=TINY_IMAGE_SIZE, n_steps=4,
-        log_every=1, checkpoint_every=2, validate_every=2, n_validation_scans=1, min_foreground_area=16,
+        log_every=1, checkpoint_every=2, validate_every=2, n_validation_scans=1, min_superpixel_area=16,
         model=dict(encoder="resnet18"),
     )
     config.update(overrides)
     return config
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return RunLayout(run_dir).last_checkpoint
 
 
 def run(command: str, config: dict, named_configs=("demo", "cpu")):
@@ -53,7 +59,7 @@ def run(command: str, config: dict, named_configs=("demo", "cpu")):
 def test_training_writes_checkpoint_with_config_and_tensorboard_curves(demo_root, tmp_path):
     run("train", tiny_config(demo_root, tmp_path))
     run_dir = tmp_path / "DEMO_setting1_psmnet_fold0"
-    state = load_checkpoint(run_dir / LAST_CHECKPOINT)
+    state = load_checkpoint(last_checkpoint(run_dir))
     assert state["step"] == 4
     assert state["config"]["model"]["encoder"] == "resnet18"
     assert state["config"]["image_size"] == TINY_IMAGE_SIZE
@@ -79,21 +85,27 @@ def test_summary_agrees_with_dice_recomputed_from_saved_predictions(demo_root, t
 
     spec = get_spec("DEMO")
     recomputed = {}
+    assert summary["metrics"] == list(METRICS)
     for organ, organ_summary in summary["organs"].items():
         label = organ_summary["label"]
         for scan_id, scores in organ_summary["scans"].items():
             prediction = read_array(output_dir / "predictions" / f"prediction_{organ}_scan{scan_id}.nii.gz")
-            truth = read_array(demo_root / "DEMO" / f"label_{scan_id}.nii.gz").astype(int) == label
+            label_file = demo_root / "DEMO" / f"label_{scan_id}.nii.gz"
+            truth = read_array(label_file).astype(int) == label
+            spacing_zyx = read_image(label_file).GetSpacing()[::-1]
             # the protocol scores only the slices inside the organ's ground-truth z-range
             assert not prediction[~truth.any(axis=(1, 2))].any()
-            recomputed[(organ, scan_id)] = dice_score(prediction, truth)
-            assert scores["dice"] == pytest.approx(recomputed[(organ, scan_id)], abs=1e-9)
+            for metric, definition in METRICS.items():
+                expected = definition.compute(prediction, truth, spacing_zyx)
+                assert scores[metric] == pytest.approx(expected, abs=1e-9, nan_ok=True), (organ, scan_id, metric)
+            recomputed[(organ, scan_id)] = scores["dice"]
     assert set(summary["organs"]) == set(spec.organs.values())
     assert len(recomputed) == len(spec.organs) * spec.queries_per_fold
     organ_means = [np.mean([recomputed[(organ, s)] for s in summary["organs"][organ]["scans"]]) for organ in summary["organs"]]
     assert mean_dice == pytest.approx(float(np.mean(organ_means)))
     with (output_dir / "scores.csv").open() as handle:
-        assert len(list(csv.DictReader(handle))) == len(recomputed)
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(recomputed) and set(METRICS) <= set(rows[0])
     assert len(list((output_dir / "overlays").glob("*.png"))) == len(recomputed)
 
 
@@ -101,12 +113,12 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(demo_roo
     run("train", tiny_config(demo_root, tmp_path / "whole", n_steps=4))
     run("train", tiny_config(demo_root, tmp_path / "split", n_steps=2))  # "interrupted" after step 2
     run("train", tiny_config(demo_root, tmp_path / "split", n_steps=4))  # resumes at step 2
-    whole = load_checkpoint(tmp_path / "whole" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
-    split = load_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
+    whole = load_checkpoint(last_checkpoint(tmp_path / "whole" / "DEMO_setting1_psmnet_fold0"))
+    split = load_checkpoint(last_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0"))
     assert split["step"] == whole["step"] == 4
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, split["model"][name]), name
-    initial = load_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0" / LAST_CHECKPOINT)
+    initial = load_checkpoint(last_checkpoint(tmp_path / "split" / "DEMO_setting1_psmnet_fold0"))
     assert initial["scheduler"] == whole["scheduler"]
 
 
@@ -125,13 +137,25 @@ def test_a_copied_run_folder_resumes_under_its_new_name(demo_root, tmp_path, cap
     with caplog.at_level(logging.INFO, logger=train_script.logger.name):
         run("train", tiny_config(demo_root, tmp_path / "second", n_steps=3, run_name="extended"))
     assert "from step 2" in caplog.text
-    assert load_checkpoint(tmp_path / "second" / "extended" / LAST_CHECKPOINT)["step"] == 3
+    assert load_checkpoint(last_checkpoint(tmp_path / "second" / "extended"))["step"] == 3
 
 
 def test_resuming_with_a_different_training_config_is_refused(demo_root, tmp_path):
     run("train", tiny_config(demo_root, tmp_path, n_steps=2))
     with pytest.raises(ValueError, match="cannot resume.*lr"):
         run("train", tiny_config(demo_root, tmp_path, n_steps=4, lr=0.5))
+
+
+def test_a_run_saved_before_the_renamed_and_added_keys_still_resumes(demo_root, tmp_path):
+    # before the split, one key `min_foreground_area` set both minimum areas
+    current = run("resolved_config", tiny_config(demo_root, tmp_path, min_superpixel_area=100)).result
+    saved = {key: value for key, value in current.items()
+             if key not in ("min_superpixel_area", "min_supervised_foreground_area", "steps_per_epoch", "z_margin")}
+    saved["min_foreground_area"] = current["min_supervised_foreground_area"]
+    train_script.check_resumable(upgrade_saved_config(saved), current, tmp_path / "last.pth")
+    with pytest.raises(ValueError, match="cannot resume.*min_superpixel_area: 1 -> 100"):
+        train_script.check_resumable(upgrade_saved_config({**saved, "min_foreground_area": 1}), current,
+                                     tmp_path / "last.pth")
 
 
 def test_diverging_loss_stops_training_naming_the_step(demo_root, tmp_path):
@@ -142,7 +166,7 @@ def test_diverging_loss_stops_training_naming_the_step(demo_root, tmp_path):
 def test_checkpoint_of_another_model_is_rejected(demo_root, tmp_path):
     config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
     run("train", config, named_configs=("demo", "cpu", "alpnet"))
-    checkpoint = tmp_path / "DEMO_setting1_alpnet_fold0" / LAST_CHECKPOINT
+    checkpoint = last_checkpoint(tmp_path / "DEMO_setting1_alpnet_fold0")
     with pytest.raises(CheckpointError, match="does not match the requested model.*alpnet"):
         run("test", {**config, "run_name": "DEMO_setting1_alpnet_fold0"}, named_configs=("demo", "cpu", "psmnet"))
     assert checkpoint.is_file()
@@ -166,9 +190,13 @@ def test_command_line_prints_dice_table(demo_root, tmp_path):
                                 capture_output=True, encoding="utf-8", timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
     assert "| organ |" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("| organ |"))
     liver_rows = [line for line in result.stdout.splitlines() if line.startswith("| liver |")]
     assert len(liver_rows) == 1
-    liver_dice = float(liver_rows[0].split("|")[-4])  # every query scan has liver, so its Dice is a number
+    columns = [cell.strip() for cell in header.split("|")]
+    cells = [cell.strip() for cell in liver_rows[0].split("|")]
+    assert columns[-6:-1] == ["dice (%)", "precision (%)", "recall (%)", "hd95 (mm)", "assd (mm)"]
+    liver_dice = float(cells[columns.index("dice (%)")])  # every query scan has liver, so its Dice is a number
     assert 0.0 <= liver_dice <= 100.0
 
 

@@ -16,8 +16,6 @@ import torch
 from utils.io import atomic_path
 
 CHECKPOINT_FORMAT_VERSION = 1
-LAST_CHECKPOINT = "checkpoints/last.pth"  # inside a run directory: the newest training state
-INITIAL_CHECKPOINT = "checkpoints/initial.pth"  # the untrained weights, the baseline a trained model must beat
 
 
 class CheckpointError(ValueError):

@@ -1,4 +1,4 @@
-"""Test-time episodes of the SSL-ALPNet protocol (PROTOCOL.md "Test-time episodes").
+"""Test-time episodes of the SSL-ALPNet protocol (docs/PROTOCOL.md, "Test-time episodes").
 
 For one organ: the slices of each support scan that contain it (at file resolution, like
 SSL-ALPNet's `classmap_1.json`) are split into `n_parts` chunks and chunk p uses the slice at
@@ -7,6 +7,7 @@ SSL-ALPNet's `classmap_1.json`) are split into `n_parts` chunks and chunk p uses
 scan's slices inside the organ's ground-truth z-range widened by `z_margin` (clipped to the volume)
 are assigned to part `floor((z - z_min) / ((z_max - z_min) / n))` clipped to 0..n-1, part 0 when
 the organ spans one slice (SSL-ALPNet's `ValidationDataset`). k support scans give S = k shots.
+Each episode carries the query scan's voxel spacing, which the surface distances need.
 """
 from __future__ import annotations
 
@@ -23,21 +24,21 @@ from utils.io import DataError
 
 if TYPE_CHECKING:
     from dataloaders.folds import FoldSplit
+    from dataloaders.specs import DatasetSpec
     from dataloaders.volumes import Scan
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_N_PARTS = 3  # the protocol's npart
-
 
 @dataclass
 class TestEpisode:
-    """Everything needed to segment one organ in one query scan (DESIGN.md "Episodes").
+    """Everything needed to segment and score one organ in one query scan (docs/DESIGN.md "Episodes").
 
     support_images (P, S, 3, H, W) float32, support_masks (P, S, H, W) float32 in {0, 1},
     query_images (Z, 3, H, W) float32 (a read-only channel-tiled view: copy before writing),
     query_labels (Z, H0, W0) int64 binary at file resolution, part_index (Z,) int64 in 0..P-1,
-    z_indices (Z,) int64 slice numbers in the volume, volume_shape (Z_total, H0, W0);
+    z_indices (Z,) int64 consecutive slice numbers in the volume, volume_shape (Z_total, H0, W0);
+    voxel_spacing (z, y, x) mm of the query's voxels at file resolution;
     support_scan_ids (S,) and support_z_indices (P, S) int64 say which slices the supports are.
     """
 
@@ -53,6 +54,7 @@ class TestEpisode:
     part_index: torch.Tensor
     z_indices: torch.Tensor
     volume_shape: tuple[int, int, int]
+    voxel_spacing: tuple[float, float, float]
     support_scan_ids: tuple[int, ...]
     support_z_indices: torch.Tensor
 
@@ -95,8 +97,8 @@ def _organ_slices(scan: "Scan", scan_id: int, label: int, organ: str, role: str)
     return organ_slices
 
 
-def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: int, organ: str,
-                        n_parts: int = DEFAULT_N_PARTS, z_margin: int = 0) -> list[TestEpisode]:
+def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: int, organ: str, *,
+                        n_parts: int, z_margin: int) -> list[TestEpisode]:
     """One `TestEpisode` per query scan of `split` for organ `label` (named `organ`).
 
     scans must hold every id of `split.query_ids` and `split.support_ids`; S = len(support_ids).
@@ -135,6 +137,18 @@ def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: 
             part_index=torch.from_numpy(assign_parts(z_indices, z_min, z_max, n_parts)),
             z_indices=torch.from_numpy(z_indices.astype(np.int64)),
             volume_shape=tuple(int(size) for size in scan.native_labels.shape),
+            voxel_spacing=tuple(float(size) for size in reversed(scan.spacing)),  # files store (x, y, z)
             support_scan_ids=tuple(split.support_ids), support_z_indices=support_z_indices))
         logger.debug("test episode %s scan %d: slices %d..%d", organ, scan_id, z_indices[0], z_indices[-1])
     return episodes
+
+
+def fold_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", spec: "DatasetSpec",
+                       labels: tuple[int, ...], *, n_parts: int, z_margin: int) -> list[TestEpisode]:
+    """Every (organ, query scan) test episode of a fold, organ by organ in the order of `labels`."""
+    return [
+        episode
+        for label in labels
+        for episode in build_test_episodes(scans, split, label=label, organ=spec.organs[label], n_parts=n_parts,
+                                           z_margin=z_margin)
+    ]

@@ -1,0 +1,133 @@
+"""What an evaluation writes and how evaluations are tabulated: every registered metric, everywhere.
+
+One evaluation folder (experiment/layout.py names it) holds:
+
+- `summary.json`: what was evaluated (dataset, fold, setting, checkpoint, step), the metrics, and
+  per organ the mean of every metric over the query scans, how many scans left it undefined
+  (`undefined`, e.g. HD95 of an empty prediction), and the per-scan values and voxel counts;
+  `mean_dice` is the organs' mean Dice, the protocol's headline number. Undefined values are
+  written as NaN.
+- `scores.csv`: one row per (organ, query scan) with every metric and the voxel counts.
+- `table.md`: Dice per query scan and the organ means of every metric.
+
+Fold tables (scripts/summarize_folds.py) read the summaries of a method's folds: per organ and
+fold the mean over that fold's query scans, then mean ± std over the folds, organs as columns in
+label order and the organs' mean per fold in the last column, as the papers lay them out.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Mapping
+
+from evaluation.metrics import METRICS
+from evaluation.scoring import Evaluation, mean_and_std
+from utils.io import atomic_path, write_json
+
+SUMMARY_NAME = "summary.json"
+SCORES_NAME = "scores.csv"
+TABLE_NAME = "table.md"
+COUNT_NAMES = ("true_positives", "false_positives", "false_negatives")
+HEADLINE_METRIC = "dice"
+
+
+def summarize(evaluation: Evaluation, description: Mapping[str, object]) -> dict:
+    """The summary.json content: `description` (dataset, fold, checkpoint, ...) plus the scores."""
+    organs = {}
+    for organ in evaluation.organs:
+        organ_scores = [score for score in evaluation.scores if score.organ == organ]
+        values = {metric: [score.values[metric] for score in organ_scores] for metric in evaluation.metric_names}
+        organs[organ] = {
+            "label": organ_scores[0].label,
+            **{metric: mean_and_std(metric_values)[0] for metric, metric_values in values.items()},
+            "undefined": {metric: sum(math.isnan(value) for value in metric_values)
+                          for metric, metric_values in values.items()},
+            "scans": {str(score.scan_id): {**score.values, **_counts(score)} for score in organ_scores},
+        }
+    return {
+        **description,
+        "metrics": list(evaluation.metric_names),
+        "organs": organs,
+        "mean_dice": mean_and_std(list(evaluation.organ_means(HEADLINE_METRIC).values()))[0],
+    }
+
+
+def _counts(score) -> dict[str, int]:
+    return {name: getattr(score.counts, name) for name in COUNT_NAMES}
+
+
+def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path) -> None:
+    """Write summary.json, scores.csv and table.md into `folder`, each atomically."""
+    write_json(summary, folder / SUMMARY_NAME)
+    with atomic_path(folder / SCORES_NAME, suffix=".csv") as tmp_path, tmp_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["organ", "label", "scan_id", *evaluation.metric_names, *COUNT_NAMES])
+        for score in evaluation.scores:
+            writer.writerow([score.organ, score.label, score.scan_id,
+                             *(score.values[metric] for metric in evaluation.metric_names),
+                             *_counts(score).values()])
+    with atomic_path(folder / TABLE_NAME, suffix=".md") as tmp_path:
+        tmp_path.write_text(format_score_table(evaluation) + "\n")
+
+
+def format_value(value: float, metric: str) -> str:
+    """A metric value as tables print it: fractions as percentages, distances in mm; n/a for NaN."""
+    return "n/a" if math.isnan(value) else f"{METRICS[metric].scale * value:.2f}"
+
+
+def format_score_table(evaluation: Evaluation) -> str:
+    """Markdown: one row per organ, Dice per query scan, then the organ mean of every metric."""
+    scan_ids = sorted({score.scan_id for score in evaluation.scores})
+    by_key = {(score.organ, score.scan_id): score for score in evaluation.scores}
+    means = {metric: evaluation.organ_means(metric) for metric in evaluation.metric_names}
+    metric_headers = [f"{metric} ({METRICS[metric].unit})" for metric in evaluation.metric_names]
+    header = ["organ", *(f"scan {scan_id} dice" for scan_id in scan_ids), *metric_headers]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for organ in evaluation.organs:
+        per_scan = [format_value(by_key[(organ, scan_id)].values[HEADLINE_METRIC], HEADLINE_METRIC)
+                    if (organ, scan_id) in by_key else "" for scan_id in scan_ids]
+        summary = [format_value(means[metric][organ], metric) for metric in evaluation.metric_names]
+        lines.append("| " + " | ".join([organ, *per_scan, *summary]) + " |")
+    organ_means = [mean_and_std(list(means[metric].values()))[0] for metric in evaluation.metric_names]
+    lines.append("| **mean** | " + " | ".join([""] * len(scan_ids) + [format_value(value, metric) for value, metric
+                                                                          in zip(organ_means, evaluation.metric_names)])
+                 + " |")
+    return "\n".join(lines)
+
+
+def format_mean_and_std(values: list[float], metric: str) -> str:
+    """"mean ± std" of the defined values in the metric's unit; n/a when none is defined."""
+    mean, std = mean_and_std(values)
+    if math.isnan(mean):
+        return "n/a"
+    return f"{format_value(mean, metric)} ± {format_value(std, metric)}"
+
+
+def fold_table(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], metric: str) -> str:
+    """Markdown fold table of `metric`: one row per method, organs as columns in label order.
+
+    rows: {method name: {fold: summary["organs"] of that fold}} (a Setting-2 method joins the
+    organs of its groups' runs). A cell is the mean ± std over folds of the organ's per-fold
+    mean; the last column the mean ± std over folds of the organs' mean. Summaries written
+    before `metric` existed contribute nothing to its table.
+    """
+    labels = {organ: scores["label"] for folds in rows.values() for organs in folds.values()
+              for organ, scores in organs.items()}
+    organ_columns = sorted(labels, key=labels.get)
+    lines = [f"| method | folds | {' | '.join(organ_columns)} | mean |", "|---|---|" + "---|" * (len(organ_columns) + 1)]
+    for name, folds in rows.items():
+        per_fold = {fold: {organ: scores[metric] for organ, scores in organs.items() if metric in scores}
+                    for fold, organs in folds.items()}
+        cells = [format_mean_and_std([values[organ] for values in per_fold.values() if organ in values], metric)
+                 for organ in organ_columns]
+        fold_means = [mean_and_std(list(values.values()))[0] for values in per_fold.values() if values]
+        lines.append(f"| {name} | {len(folds)} | " + " | ".join(cells) + f" | {format_mean_and_std(fold_means, metric)} |")
+    return "\n".join(lines)
+
+
+def undefined_counts(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], metric: str) -> dict[str, int]:
+    """{method name: query scans, over all folds and organs, where `metric` was undefined}."""
+    return {name: sum(scores.get("undefined", {}).get(metric, 0) for organs in folds.values()
+                      for scores in organs.values())
+            for name, folds in rows.items()}

@@ -1,0 +1,143 @@
+"""From a composed config to the parts of an experiment (docs/DESIGN.md, "Experiment assembly").
+
+train.py, test.py, scripts/inspect_runs.py, scripts/make_figures.py and bench/ build a fold's
+data, its episodes and models only through these functions, so that every one of them sees the
+same scans, the same episodes and the same model for the same config:
+
+- `fold_data(config)`: the dataset, its folders and the fold's query / support / training scans;
+- `training_dataset`, `validation_episodes`, `test_episodes`: the episodes of that fold;
+- `build_model_from_config(config)` and `load_trained_model(checkpoint)`: a model, new or as a
+  checkpoint stored it (with the config it was trained with).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dataloaders.augmentation import AugmentationParams
+from dataloaders.derived_files import ensure_derived_files
+from dataloaders.episode_base import TrainingEpisodes
+from dataloaders.experiment_data import dataset_directories, tested_labels, training_episodes
+from dataloaders.folds import FoldSplit, fold_split
+from dataloaders.specs import DatasetSpec, get_spec
+from dataloaders.volumes import Scan, load_scans
+from evaluation.episodes import TestEpisode, fold_test_episodes
+from models import build_model
+from utils.checkpoint import load_checkpoint, load_model_weights
+
+# Configs stored in checkpoints of earlier versions: keys renamed since, and the values that
+# earlier versions used, as constants, for keys added since (so such runs still resume and load).
+RENAMED_KEYS = {"min_foreground_area": ("min_superpixel_area", "min_supervised_foreground_area")}
+EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0}
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """Where one fold's scans are and which they are: query, support and training ids."""
+
+    spec: DatasetSpec
+    dataset_dir: Path
+    derived_dir: Path
+    split: FoldSplit
+    image_size: int | None
+
+    def load(self, scan_ids: tuple[int, ...], with_superpixels: bool = False) -> dict[int, Scan]:
+        """{scan id: Scan} at the configured image size (cached per process, see dataloaders/volumes.py)."""
+        return load_scans(self.dataset_dir, self.spec, scan_ids, derived_dir=self.derived_dir,
+                          with_superpixels=with_superpixels, image_size=self.image_size)
+
+
+def fold_data(config: dict) -> FoldData:
+    """The dataset and fold of `config` (dataset, data_root, derived_root, eval_fold, n_shots,
+    support_choice, image_size)."""
+    spec = get_spec(config["dataset"])
+    dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)
+    split = fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
+    return FoldData(spec, dataset_dir, derived_dir, split, config["image_size"])
+
+
+def uses_superpixels(config: dict) -> bool:
+    return config["training_mode"] == "superpixel"
+
+
+def ensure_superpixels(config: dict, data: FoldData, on_scan_done: Callable[[int], None] | None = None) -> None:
+    """Compute the dataset's superpixels (and its other derived files) where they are missing or stale,
+    in as many processes as there are CPU cores."""
+    ensure_derived_files(data.dataset_dir, data.spec, data.derived_dir, method=config["superpixel_method"],
+                         workers=os.cpu_count() or 1, on_scan_done=on_scan_done)
+
+
+def training_dataset(config: dict, data: FoldData) -> TrainingEpisodes:
+    """The training episodes of the fold's training scans: `steps_per_epoch` x `batch_size` per epoch.
+    Superpixel training needs `ensure_superpixels` first."""
+    scans = data.load(data.split.train_ids, with_superpixels=uses_superpixels(config))
+    return training_episodes(
+        mode=config["training_mode"], scans=list(scans.values()), spec=data.spec, setting=config["setting"],
+        label_group=config["label_group"], exclusion_rule=config["exclusion_rule"], n_shots=config["n_shots"],
+        episodes_per_epoch=config["steps_per_epoch"] * config["batch_size"],
+        min_superpixel_area=config["min_superpixel_area"],
+        min_supervised_foreground_area=config["min_supervised_foreground_area"],
+        augmentation=AugmentationParams() if config["augment"] else None, seed=config["seed"],
+    )
+
+
+def validation_episodes(config: dict, data: FoldData) -> list[TestEpisode]:
+    """Test-style episodes whose queries are the first `n_validation_scans` training scans (their
+    labels are only logged, never trained on), with the fold's support; the fold's query scans stay
+    unseen until test.py."""
+    split = FoldSplit(query_ids=data.split.train_ids[: config["n_validation_scans"]],
+                      support_ids=data.split.support_ids, train_ids=())
+    return _episodes(config, data, split)
+
+
+def test_episodes(config: dict, data: FoldData) -> list[TestEpisode]:
+    """The protocol's test episodes of the fold: every tested organ in every query scan."""
+    return _episodes(config, data, data.split)
+
+
+def _episodes(config: dict, data: FoldData, split: FoldSplit) -> list[TestEpisode]:
+    scans = data.load(split.query_ids + split.support_ids)
+    labels = tested_labels(data.spec, config["setting"], config["label_group"])
+    return fold_test_episodes(scans, split, data.spec, labels, n_parts=config["n_parts"], z_margin=config["z_margin"])
+
+
+def build_model_from_config(config: dict) -> torch.nn.Module:
+    """A new model as `config["model"]` and `config["model_options"]` describe it."""
+    return build_model(**config["model"], **config["model_options"])
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model rebuilt from a checkpoint, with the config it was trained with and its step."""
+
+    model: torch.nn.Module
+    config: dict
+    step: int
+    checkpoint: Path
+
+
+def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> TrainedModel:
+    """Rebuild the model a checkpoint holds from the config stored in it; weights loaded strictly."""
+    checkpoint = Path(checkpoint)
+    state = load_checkpoint(checkpoint, map_location=device)
+    config = upgrade_saved_config(state["config"])
+    model = build_model_from_config(config).to(device)
+    load_model_weights(model, state["model"], checkpoint)
+    return TrainedModel(model, config, state["step"], checkpoint)
+
+
+def upgrade_saved_config(config: dict) -> dict:
+    """A config stored by an earlier version with today's keys (see RENAMED_KEYS, EARLIER_CONSTANTS)."""
+    upgraded = dict(config)
+    for old, new_keys in RENAMED_KEYS.items():
+        if old in upgraded:
+            value = upgraded.pop(old)
+            for new in new_keys:
+                upgraded.setdefault(new, value)
+    for key, value in EARLIER_CONSTANTS.items():
+        upgraded.setdefault(key, value)
+    return upgraded

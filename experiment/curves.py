@@ -1,0 +1,72 @@
+"""The learning curves of runs: the tensorboard tags train.py writes, and reading them back.
+
+train.py logs every loss term under `loss/<name>` and their sum under `loss/total` every
+`log_every` steps, the learning rate under `lr`, and the validation Dice of every organ under
+`validation_dice/<organ>` every `validate_every` steps (on training scans whose labels are never
+trained on). `fold_curves` reads one table row (a run prefix, or Setting-2 group prefixes joined by
+'+') back as per-fold curves; scripts/summarize_curves.py prints them as tables and
+scripts/make_figures.py plots them.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+from experiment.layout import fold_runs
+
+VALIDATION_DICE_PREFIX = "validation_dice/"
+LOSS_PREFIX = "loss/"
+TOTAL_LOSS_TAG = "loss/total"
+LEARNING_RATE_TAG = "lr"
+KEEP_ALL_SCALARS = {SCALARS: 0}  # EventAccumulator subsamples scalars unless told to keep them all
+# A resumed run's events restart at its checkpoint's step; the accumulator drops the interrupted
+# run's later points (as tensorboard does) and warns once per run about it: expected, not news.
+logging.getLogger("tensorboard").setLevel(logging.ERROR)
+
+Curve = dict[int, float]  # {step: value}
+
+
+def validation_dice_tag(organ: str) -> str:
+    return f"{VALIDATION_DICE_PREFIX}{organ}"
+
+
+def loss_tag(name: str) -> str:
+    return f"{LOSS_PREFIX}{name}"
+
+
+def read_scalars(event_dir: Path) -> dict[str, Curve]:
+    """{tag: {step: value}} of one run's tensorboard events (the last value written per step)."""
+    accumulator = EventAccumulator(str(event_dir), size_guidance=KEEP_ALL_SCALARS)
+    accumulator.Reload()
+    return {tag: {event.step: event.value for event in accumulator.Scalars(tag)}
+            for tag in accumulator.Tags()[SCALARS]}
+
+
+def fold_curves(row: str) -> dict[int, tuple[Curve, Curve]]:
+    """{fold: ({validation step: organs' mean Dice}, {step: training loss})} for one table row.
+
+    Setting-2 rows join one run per organ group; their organs are pooled per step, and the loss
+    is the mean of the groups' losses. A row without any validation Dice is a SystemExit naming it.
+    """
+    organ_dice: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    losses: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for prefix in row.split("+"):
+        for fold, run in fold_runs(prefix).items():
+            if not run.tensorboard.is_dir():
+                continue
+            for tag, values in read_scalars(run.tensorboard).items():
+                for step, value in values.items():
+                    if tag.startswith(VALIDATION_DICE_PREFIX):
+                        organ_dice[fold][step].append(value)
+                    elif tag == TOTAL_LOSS_TAG:
+                        losses[fold][step].append(value)
+    if not organ_dice:
+        raise SystemExit(f"{row}: no validation Dice found in <prefix>_fold<k>/tensorboard")
+    return {
+        fold: ({step: sum(values) / len(values) for step, values in organ_dice[fold].items()},
+               {step: sum(values) / len(values) for step, values in losses[fold].items()})
+        for fold in sorted(organ_dice)
+    }

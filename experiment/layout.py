@@ -1,0 +1,88 @@
+"""The run folder: where everything one run produces lives, defined in this one place.
+
+    <runs_root>/<run_name>/
+        checkpoints/last.pth        the newest training state (written every checkpoint_every steps)
+        checkpoints/initial.pth     the untrained weights, the baseline a trained model must beat
+        checkpoints/<other>.pth     any other checkpoint copied there by hand
+        tensorboard/                training losses, learning rate, validation Dice, image panels
+        sacred/<id>/                Sacred's record of every train.py / test.py call (config, log, result)
+        evaluation_fold<k>/         test.py on checkpoints/last.pth: summary.json, scores.csv, table.md,
+                                    predictions/ and overlays/ when asked for
+        evaluation_fold<k>_<name>/  test.py on checkpoints/<name>.pth (e.g. _initial)
+
+`run_name` defaults to `<dataset>_setting<s>[_group<g>]_<model label>_fold<k>`, so the five folds
+of one method share the prefix `<dataset>_setting<s>[_group<g>]_<model label>` that the fold
+tables and learning curves take as a row.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_FOLDER = "checkpoints"
+LAST_CHECKPOINT_NAME = "last.pth"
+INITIAL_CHECKPOINT_NAME = "initial.pth"
+TENSORBOARD_FOLDER = "tensorboard"
+SACRED_FOLDER = "sacred"
+EVALUATION_PREFIX = "evaluation_fold"
+FOLD_SUFFIX = re.compile(r"_fold(\d+)$")
+
+
+def run_name(config: dict) -> str:
+    """The run's folder name: explicit `run_name`, else one that says what was trained."""
+    if config.get("run_name"):
+        return config["run_name"]
+    group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
+    model_label = config.get("model_label") or config["model"]["name"]
+    return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run folder."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, config: dict) -> "RunLayout":
+        """The run folder of a composed config: runs_root/run_name."""
+        return cls(Path(config["runs_root"]) / run_name(config))
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT_FOLDER / LAST_CHECKPOINT_NAME
+
+    @property
+    def initial_checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT_FOLDER / INITIAL_CHECKPOINT_NAME
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.folder / TENSORBOARD_FOLDER
+
+    @property
+    def sacred(self) -> Path:
+        return self.folder / SACRED_FOLDER
+
+    def evaluation(self, fold: int, checkpoint: Path | None = None) -> Path:
+        """evaluation_fold<k> for the final weights (checkpoint None or last.pth), else
+        evaluation_fold<k>_<checkpoint file stem>."""
+        suffix = "" if checkpoint is None or Path(checkpoint).name == LAST_CHECKPOINT_NAME else f"_{Path(checkpoint).stem}"
+        return self.folder / f"{EVALUATION_PREFIX}{fold}{suffix}"
+
+
+def fold_runs(prefix: str | Path) -> dict[int, RunLayout]:
+    """{fold: run} of the run folders named `<prefix>_fold<k>`, by fold."""
+    prefix = Path(prefix)
+    runs = {}
+    for folder in prefix.parent.glob(f"{prefix.name}_fold*"):
+        match = FOLD_SUFFIX.search(folder.name)
+        if match and folder.name == f"{prefix.name}_fold{match.group(1)}":
+            runs[int(match.group(1))] = RunLayout(folder)
+    return dict(sorted(runs.items()))
+
+
+def row_name(row: str) -> str:
+    """The table name of a row of run prefixes joined by '+' (Setting 2: one per organ group)."""
+    return " + ".join(Path(prefix).name for prefix in row.split("+"))

@@ -1,0 +1,35 @@
+"""The losses of one training step, shared by train.py and bench/bench_fold_speed.py.
+
+Weighted cross-entropy of the query, and PANet's alignment loss and a soft Dice loss when their
+weights in the config are positive (docs/METHOD.md, "Losses"; docs/PROTOCOL.md, "Training").
+"""
+from __future__ import annotations
+
+import torch
+
+from models.losses import alignment_loss, soft_dice_loss, weighted_cross_entropy
+from utils.runtime import autocast
+
+
+def episode_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], config: dict, class_weights: torch.Tensor,
+                   device: torch.device, precision: str):
+    """(model output, {loss name: weighted loss}) of one stacked episode batch.
+
+    batch: support_images (B, S, 3, H, W), support_masks (B, S, H, W), query_images (B, 3, H, W),
+    query_labels (B, H, W) with `ignore_index` where no loss applies. The losses are the weighted
+    cross-entropy of the query (always), PANet's alignment loss and the soft Dice loss, each only
+    when its weight in `config` is positive.
+    """
+    with_alignment = config["alignment_loss_weight"] > 0
+    with autocast(device, precision):
+        output = model(batch["support_images"], batch["support_masks"], batch["query_images"],
+                       return_alignment=with_alignment)
+    losses = {"query_ce": weighted_cross_entropy(output.logits.float(), batch["query_labels"], class_weights,
+                                                 config["ignore_index"])}
+    if with_alignment:
+        losses["alignment"] = config["alignment_loss_weight"] * alignment_loss(
+            output.alignment_logits, batch["support_masks"], output.alignment_counted, config["ignore_index"])
+    if config["dice_loss_weight"] > 0:
+        losses["dice"] = config["dice_loss_weight"] * soft_dice_loss(
+            output.logits.float(), batch["query_labels"], config["ignore_index"])
+    return output, losses
