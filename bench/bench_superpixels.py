@@ -1,6 +1,6 @@
 """Benchmark of the data pipeline on CHAOST2: superpixel generation and scan loading.
 
-Times `ensure_derived_files` (2D superpixels, class-slice index, dataset.json) for all scans
+Times `ensure_derived_files` (2D superpixels and dataset.json) for all scans
 with 1 and 2 worker processes, each into a fresh temporary folder, then `load_scans` of every
 scan with superpixels, cold (empty in-process cache) and cached.
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from config import composed_config  # noqa: E402
 from dataloaders.derived_files import ensure_derived_files  # noqa: E402
 from dataloaders.specs import get_spec  # noqa: E402
 from dataloaders.volumes import clear_scan_cache, load_scans, resolve_data_root  # noqa: E402
@@ -34,14 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
     spec = get_spec(args.dataset)
+    method = composed_config()["superpixel_method"]
     dataset_dir = resolve_data_root(args.data_root) / spec.name
 
     with tempfile.TemporaryDirectory(prefix="bench_superpixels_") as scratch:
         derived_dir = None
         for workers in args.workers:
             derived_dir = Path(scratch) / f"workers_{workers}"
-            seconds, _ = timed(lambda: ensure_derived_files(dataset_dir, spec, derived_dir, workers=workers))
-            print(f"2D superpixels + index + dataset.json, {len(spec.scan_ids)} scans, {workers} worker(s): {seconds:.1f} s")
+            seconds, _ = timed(lambda: ensure_derived_files(dataset_dir, spec, derived_dir, method=method,
+                                                                  workers=workers))
+            print(f"{method} superpixels + dataset.json, {len(spec.scan_ids)} scans, {workers} worker(s): {seconds:.1f} s")
         clear_scan_cache()
         load = lambda: load_scans(dataset_dir, spec, derived_dir=derived_dir, with_superpixels=True)  # noqa: E731
         cold, scans = timed(load)

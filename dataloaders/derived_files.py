@@ -1,8 +1,10 @@
-"""Writing a dataset's derived files: superpixels, class-slice index and `dataset.json`.
+"""Writing a dataset's derived files: superpixels and `dataset.json`.
 
-PROTOCOL.md, "Derived files" and "Preprocessing" (CT global statistics), DESIGN.md "Data on
-disk". `ensure_derived_files` is what `scripts/make_pseudolabels.py` and `train.py` call: it is
-idempotent (an output newer than all of its inputs is kept), writes atomically through
+docs/PROTOCOL.md, "Derived files" and "Preprocessing" (CT global statistics), docs/DESIGN.md
+"Data on disk". SSL-ALPNet also writes a class-slice index (`classmap_1.json`); here the episodes
+find the slices of a class in the label volumes they load (dataloaders/slice_selection.py), so no
+index file is written. `ensure_derived_files` is what `scripts/make_pseudolabels.py` and train.py
+(through experiment/assembly.py) call: it is idempotent (an output newer than all of its inputs is kept), writes atomically through
 `utils.io`, and computes superpixels of several scans in parallel processes.
 """
 from __future__ import annotations
@@ -13,9 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from dataloaders.class_slice_index import CLASS_SLICE_INDEX_NAME, build_class_slice_index, write_class_slice_index
+from dataloaders.dataset_metadata import describes_scans, write_dataset_metadata
 from dataloaders.specs import DatasetSpec
 from dataloaders.superpixels import superpixels_2d
 from dataloaders.volumes import (
@@ -27,7 +27,7 @@ from dataloaders.volumes import (
     read_raw_scan,
     superpixel_path,
 )
-from utils.io import read_json, write_array_like, write_json
+from utils.io import write_array_like
 
 logger = logging.getLogger(__name__)
 
@@ -49,54 +49,18 @@ def write_superpixels(dataset_dir: Path, spec: DatasetSpec, scan_id: int, derive
     return scan_id
 
 
-def write_index_and_metadata(dataset_dir: Path, spec: DatasetSpec, derived_dir: Path) -> None:
-    """Write `class_slice_index.json` and `dataset.json` (with global mean/std) into `derived_dir`.
-
-    Scans are read one at a time (a CT dataset's label volumes do not fit in memory together).
-    """
-    index: dict[str, dict[int, list[int]]] = {name: {} for name in spec.organs.values()}
-    records: dict[str, dict] = {}
-    total = total_squares = 0.0
-    count = 0
-    for scan_id in spec.scan_ids:
-        raw = read_raw_scan(dataset_dir, spec, scan_id)
-        for name, per_scan in build_class_slice_index({scan_id: raw.labels}, spec).items():
-            index[name].update(per_scan)
-        records[str(scan_id)] = {"shape": list(raw.intensities.shape), "spacing": list(raw.reference.GetSpacing())}
-        values = raw.intensities.astype(np.float64)
-        total, total_squares, count = total + values.sum(), total_squares + np.square(values).sum(), count + values.size
-    mean = float(total / count)
-    std = float(np.sqrt(max(total_squares / count - mean**2, 0.0)))
-    write_class_slice_index(index, derived_dir / CLASS_SLICE_INDEX_NAME)
-    metadata_path = derived_dir / DATASET_METADATA_NAME
-    # keep what preprocessing recorded there (prepare_sabs.py: source files, HU window, crop)
-    existing = read_json(metadata_path) if metadata_path.is_file() else {}
-    write_json(
-        {
-            **existing,
-            "name": spec.name,
-            "modality": spec.modality,
-            "scan_ids": list(spec.scan_ids),
-            "scans": records,
-            "intensity_mean": mean,
-            "intensity_std": std,
-        },
-        metadata_path,
-    )
-
-
 def ensure_derived_files(
     dataset_dir: str | os.PathLike,
     spec: DatasetSpec,
     derived_dir: str | os.PathLike | None = None,
     *,
-    method: str = "2d",
+    method: str,
     workers: int = 1,
     on_scan_done: Callable[[int], None] | None = None,
 ) -> Path:
     """Make sure every derived file of `dataset_dir` exists and is newer than its inputs.
 
-    Writes `superpixels_<id>.nii.gz` per scan, `class_slice_index.json` and `dataset.json` into
+    Writes `superpixels_<id>.nii.gz` per scan (with superpixel `method`) and `dataset.json` into
     `derived_dir` (default `default_derived_dir(dataset_dir)`) and returns that folder.
     `workers` > 1 computes superpixels in that many processes; `on_scan_done(scan_id)` is called
     after each scan's superpixels are up to date (for progress bars).
@@ -130,7 +94,7 @@ def ensure_derived_files(
                 notify(future.result())
 
     all_inputs = [path for paths in inputs.values() for path in paths]
-    summaries = [derived_dir / CLASS_SLICE_INDEX_NAME, derived_dir / DATASET_METADATA_NAME]
-    if not all(_is_up_to_date(path, all_inputs) for path in summaries):
-        write_index_and_metadata(dataset_dir, spec, derived_dir)
+    metadata_path = derived_dir / DATASET_METADATA_NAME
+    if not (_is_up_to_date(metadata_path, all_inputs) and describes_scans(metadata_path, spec.scan_ids)):
+        write_dataset_metadata(dataset_dir, spec, derived_dir)
     return derived_dir

@@ -1,6 +1,6 @@
-"""Write a dataset's derived files: superpixel pseudolabels, class-slice index, dataset.json.
+"""Write a dataset's derived files: superpixel pseudolabels and dataset.json.
 
-PROTOCOL.md, "Derived files". Idempotent (outputs newer than their inputs are kept) and atomic;
+docs/PROTOCOL.md, "Derived files". Idempotent (outputs newer than their inputs are kept) and atomic;
 superpixels of several scans are computed in parallel with --workers.
 
 Example: python scripts/make_pseudolabels.py --dataset CHAOST2 --data-root ../shared/data \
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from config import composed_config  # noqa: E402
 from dataloaders.derived_files import SUPERPIXEL_METHODS, ensure_derived_files  # noqa: E402
 from dataloaders.specs import DATASET_SPECS, get_spec  # noqa: E402
 from dataloaders.volumes import DATA_ROOT_ENV, resolve_data_root  # noqa: E402
@@ -28,7 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help=f"dataset name, one of {sorted(DATASET_SPECS)}")
     parser.add_argument("--data-root", default=None, help=f"folder holding <DATASET>/ (default: ${DATA_ROOT_ENV} or data/)")
     parser.add_argument("--derived-dir", type=Path, default=None, help="output folder (default: the dataset folder if writable, else data/derived/<DATASET>)")
-    parser.add_argument("--method", choices=SUPERPIXEL_METHODS, default="2d", help="superpixel method (per-slice Felzenszwalb)")
+    parser.add_argument("--method", choices=SUPERPIXEL_METHODS, default=composed_config()["superpixel_method"],
+                        help="superpixel method (default: config.py's superpixel_method, %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes for superpixels")
     return parser.parse_args(argv)
 

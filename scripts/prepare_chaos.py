@@ -1,6 +1,6 @@
 """Convert the CHAOS MR T2-SPIR training set (DICOM series + PNG masks) into the CHAOST2 layout.
 
-Implements `shared/docs/PROTOCOL.md`, "Preprocessing from the raw downloads" (CHAOS), following
+Implements docs/PROTOCOL.md, "Preprocessing from the raw downloads" (CHAOS), following
 SSL-ALPNet's `data/CHAOST2` notebooks: each `<pid>/T2SPIR/DICOM_anon` series becomes a volume,
 `<pid>/T2SPIR/Ground/*.png` a label volume (grey ranges -> 1 liver, 2 right kidney, 3 left kidney,
 4 spleen), the top 0.5% of intensities are clipped, the scan is resampled to 1.25 x 1.25 x 7.70 mm
@@ -26,13 +26,8 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
-from dataloaders.preprocessing import (  # noqa: E402
-    Case,
-    preprocess_mr,
-    require_folder,
-    run_prepare_script,
-    write_case,
-)
+from preprocessing.cases import Case, require_folder, run_prepare_script, write_case  # noqa: E402
+from preprocessing.resampling import preprocess_mr  # noqa: E402
 from utils.io import DataError, read_array  # noqa: E402
 
 # Grey-level ranges (inclusive) of the CHAOS MR ground-truth PNGs -> label values.

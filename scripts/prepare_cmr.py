@@ -1,6 +1,6 @@
 """Convert the MS-CMRSeg 2019 bSSFP (C0) scans into the CMR layout.
 
-Implements `shared/docs/PROTOCOL.md`, "Preprocessing from the raw downloads" (CMR):
+Implements docs/PROTOCOL.md, "Preprocessing from the raw downloads" (CMR):
 `patient<N>_C0.nii.gz` with `patient<N>_C0_manual.nii.gz` -> top 0.5% of intensities clipped,
 resampled in-plane to 1.25 mm keeping the z spacing, centre cropped/padded to 256 x 256, written
 as `image_<N>.nii.gz` / `label_<N>.nii.gz`. Labels keep the stored values 200 (LV myocardium),
@@ -15,15 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
-from dataloaders.preprocessing import (  # noqa: E402
+from preprocessing.cases import (  # noqa: E402
     Case,
-    preprocess_mr,
     read_case_volumes,
     require_file,
     require_folder,
     run_prepare_script,
     write_case,
 )
+from preprocessing.resampling import preprocess_mr  # noqa: E402
 from utils.io import DataError  # noqa: E402
 
 CMR_SPACING_MM = (1.25, 1.25, None)  # x, y; None keeps each scan's z spacing

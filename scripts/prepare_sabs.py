@@ -1,12 +1,12 @@
 """Convert the Synapse multi-atlas abdominal CT training set into the SABS layout.
 
-Implements `shared/docs/PROTOCOL.md`, "Preprocessing from the raw downloads" (SABS), after
+Implements docs/PROTOCOL.md, "Preprocessing from the raw downloads" (SABS), after
 SSL-ALPNet's `data/SABS` notebooks: `RawData/Training/img/img<N>.nii.gz` and
 `label/label<N>.nii.gz` are sorted by N and re-indexed 0..29; intensities are clipped to the
 abdominal HU window [-125, 275] (kept in HU, not rescaled: the loaders z-score with the global
 statistics); the body region is cropped and resampled in-plane to 256 x 256, keeping the z
-spacing; `dataset.json` records the global mean/std over all written scans and the source case
-of every id.
+spacing; `dataset.json` (written by dataloaders/dataset_metadata.py, as on first use) records the
+global mean/std over all written scans, the source case of every id, the HU window and the crop.
 
 Body crop (default): voxels above -500 HU (air is about -1000 HU, fat about -100 HU), the largest
 3D connected component (the patient; the table and air pockets outside it are dropped), its
@@ -26,22 +26,21 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
-from dataloaders.preprocessing import (  # noqa: E402
-    PREPROCESSED_SIZE_XY,
+from dataloaders.dataset_metadata import write_dataset_metadata  # noqa: E402
+from dataloaders.specs import get_spec  # noqa: E402
+from dataloaders.volumes import DATASET_METADATA_NAME  # noqa: E402
+from preprocessing.cases import (  # noqa: E402
     Case,
     case_parser,
     configure_script_logging,
-    body_square_xy,
-    clip_window,
     prepare_cases,
     read_case_volumes,
     require_file,
     require_folder,
-    resample_box,
     write_case,
 )
-from dataloaders.specs import DATASET_SPECS  # noqa: E402
-from utils.io import DataError, read_array, read_json, write_json  # noqa: E402
+from preprocessing.resampling import PREPROCESSED_SIZE_XY, body_square_xy, clip_window, resample_box  # noqa: E402
+from utils.io import DataError, read_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,6 @@ DATASET_NAME = "SABS"
 HU_WINDOW = (-125.0, 275.0)  # abdominal window (low, high)
 BODY_THRESHOLD_HU = -500.0
 IMAGE_NAME = re.compile(r"^img(\d+)\.nii\.gz$")
-METADATA_NAME = "dataset.json"
 
 
 def discover_cases(raw: Path, out: Path) -> list[Case]:
@@ -60,7 +58,7 @@ def discover_cases(raw: Path, out: Path) -> list[Case]:
     )
     if not numbered:
         raise DataError(f"{image_dir}: no img<N>.nii.gz files")
-    expected = len(DATASET_SPECS[DATASET_NAME].scan_ids)
+    expected = len(get_spec(DATASET_NAME).scan_ids)
     if len(numbered) != expected:
         logger.warning("%s: %d cases found, the protocol uses %d", image_dir, len(numbered), expected)
     cases = []
@@ -93,21 +91,6 @@ def process_case(case: Case, fixed_border: int | None) -> None:
     write_case(case, image_out, label_out)
 
 
-def intensity_statistics(images: list[Path]) -> tuple[float, float]:
-    """(mean, std) over every voxel of `images` (SSL-ALPNet's CT statistics), merged per scan in
-    float64 so the scans never have to be in memory together."""
-    count, mean, squares = 0, 0.0, 0.0  # running count, mean and sum of squared deviations
-    for path in images:
-        values = read_array(path).astype(np.float64).ravel()
-        scan_mean = float(values.mean())
-        delta = scan_mean - mean
-        total = count + values.size
-        squares += float(((values - scan_mean) ** 2).sum()) + delta**2 * count * values.size / total
-        mean += delta * values.size / total
-        count = total
-    return mean, float(np.sqrt(squares / count))
-
-
 def recorded_sources(metadata_file: Path) -> dict[str, str] | None:
     """id -> source image name recorded by an earlier run, None if there is no record."""
     if not metadata_file.is_file():
@@ -124,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_script_logging()
     cases = discover_cases(args.raw, args.out)
     sources = {case.case_id: case.image_source.name for case in cases}
-    metadata_file = args.out / METADATA_NAME
+    metadata_file = args.out / DATASET_METADATA_NAME
     previous = recorded_sources(metadata_file)
     # An id whose source changed (cases added or removed upstream) is rewritten even if newer.
     stale = {case_id for case_id, name in sources.items() if previous is None or previous.get(case_id) != name}
@@ -133,17 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         cases, process, overwrite=args.overwrite, workers=args.workers, description="SABS CT", force_ids=stale
     )
     if written or previous != sources:
-        mean, std = intensity_statistics([case.image_output for case in cases])
-        metadata = {
-            "name": DATASET_NAME,
-            "scan_ids": [int(case_id) for case_id in sources],
+        provenance = {
             "source_images": sources,
-            "intensity_mean": mean,
-            "intensity_std": std,
             "hu_window": list(HU_WINDOW),
             "crop": "body box" if args.fixed_border is None else f"fixed border {args.fixed_border}",
         }
-        write_json(metadata, metadata_file)
+        write_dataset_metadata(args.out, get_spec(DATASET_NAME), args.out, [int(case_id) for case_id in sources],
+                               provenance)
     return 0
 
 

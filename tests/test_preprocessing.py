@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dataloaders.preprocessing import crop_or_pad_xy, resample_to_spacing
+from preprocessing.resampling import crop_or_pad_xy, resample_to_spacing
 from scripts import prepare_chaos, prepare_cmr, prepare_sabs
 from utils.io import DataError, read_json
 

@@ -10,14 +10,15 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from dataloaders.class_slice_index import build_class_slice_index, read_class_slice_index, write_class_slice_index
 from dataloaders.derived_files import ensure_derived_files
+from dataloaders.slice_selection import slices_containing
 from dataloaders.specs import get_spec
 from dataloaders.superpixels import FELZENSZWALB_MIN_SIZE, body_mask_2d, body_threshold, superpixels_2d
 from utils.io import read_array, read_image, read_json, write_json
 
 CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
 DEMO = get_spec("DEMO")
+METHOD = "2d"  # per-slice Felzenszwalb
 
 
 def synthetic_body(n_slices: int = 2, size: int = 96, seed: int = 0) -> np.ndarray:
@@ -77,22 +78,15 @@ def test_real_chaost2_slices_follow_the_superpixel_rules():
     check_superpixel_rules(chosen, superpixels)
 
 
-def test_class_slice_index_lists_the_slices_of_each_organ():
+def test_slices_of_each_organ_are_found_in_the_label_volumes():
+    # what SSL-ALPNet's class-slice index (classmap_1.json) stores, read from the labels themselves
     rng = np.random.default_rng(3)
     scans = {5: rng.integers(0, 5, (6, 8, 8)) * (rng.random((6, 1, 1)) < 0.5), 9: np.zeros((3, 8, 8), dtype=np.int64)}
     scans[9][1, 2, 2] = 4
-    index = build_class_slice_index(scans, DEMO)
-    assert set(index) == {"liver", "right_kidney", "left_kidney", "spleen"}
-    for label, name in DEMO.organs.items():
-        for scan_id, labels in scans.items():
-            assert index[name][scan_id] == np.unique(np.nonzero(labels == label)[0]).tolist()
-    assert index["spleen"][9] == [1] and index["liver"][9] == []
-
-
-def test_class_slice_index_round_trips_through_json(tmp_path):
-    index = {"liver": {1: [3, 4], 10: []}, "spleen": {1: [7]}}
-    write_class_slice_index(index, tmp_path / "index.json")
-    assert read_class_slice_index(tmp_path / "index.json") == index
+    for label in DEMO.organs:
+        for labels in scans.values():
+            assert slices_containing(labels, label).tolist() == np.unique(np.nonzero(labels == label)[0]).tolist()
+    assert slices_containing(scans[9], 4).tolist() == [1] and slices_containing(scans[9], 1).tolist() == []
 
 
 def write_tiny_dataset(folder: Path, scan_ids=(1, 2)) -> None:
@@ -114,27 +108,27 @@ def test_ensure_derived_files_writes_everything_once(tmp_path):
     dataset_dir, derived_dir = tmp_path / "DEMO", tmp_path / "derived"
     write_tiny_dataset(dataset_dir)
     done: list[int] = []
-    assert ensure_derived_files(dataset_dir, spec, derived_dir, on_scan_done=done.append) == derived_dir
+    assert ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD, on_scan_done=done.append) == derived_dir
     assert sorted(done) == [1, 2]
 
     superpixel_file = derived_dir / "superpixels_2.nii.gz"
     image, written = read_image(dataset_dir / "image_2.nii.gz"), read_image(superpixel_file)
     assert written.GetOrigin() == image.GetOrigin() and written.GetSpacing() == image.GetSpacing()
     assert np.array_equal(read_array(superpixel_file), superpixels_2d(read_array(dataset_dir / "image_2.nii.gz")))
-    index = read_class_slice_index(derived_dir / "class_slice_index.json")
-    assert index["liver"] == {1: [1], 2: [2]} and index["spleen"] == {1: [0], 2: [0]} and index["left_kidney"] == {1: [], 2: []}
+    assert sorted(path.name for path in derived_dir.iterdir()) == ["dataset.json", "superpixels_1.nii.gz",
+                                                                   "superpixels_2.nii.gz"]
     metadata = read_json(derived_dir / "dataset.json")
     voxels = np.concatenate([read_array(dataset_dir / f"image_{i}.nii.gz").ravel() for i in (1, 2)])
     assert metadata["scan_ids"] == [1, 2] and metadata["scans"]["1"]["shape"] == [3, 48, 48]
     assert metadata["intensity_mean"] == pytest.approx(voxels.mean()) and metadata["intensity_std"] == pytest.approx(voxels.std())
 
     stamps = {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()}
-    ensure_derived_files(dataset_dir, spec, derived_dir)
+    ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
     assert {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()} == stamps
 
     older = (dataset_dir / "image_2.nii.gz").stat().st_mtime_ns - 10**9
     os.utime(superpixel_file, ns=(older, older))  # now older than its image: stale
-    ensure_derived_files(dataset_dir, spec, derived_dir)
+    ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
     assert superpixel_file.stat().st_mtime_ns > older
     assert (derived_dir / "superpixels_1.nii.gz").stat().st_mtime_ns == stamps["superpixels_1.nii.gz"]
 
@@ -142,9 +136,9 @@ def test_ensure_derived_files_writes_everything_once(tmp_path):
 def test_parallel_workers_write_the_same_superpixels(tmp_path):
     spec = dataclasses.replace(DEMO, scan_ids=(1, 2))
     write_tiny_dataset(tmp_path / "DEMO")
-    ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "serial", workers=1)
-    ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "parallel", workers=2)
-    for name in ("superpixels_1.nii.gz", "superpixels_2.nii.gz", "class_slice_index.json"):
+    ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "serial", method=METHOD, workers=1)
+    ensure_derived_files(tmp_path / "DEMO", spec, tmp_path / "parallel", method=METHOD, workers=2)
+    for name in ("superpixels_1.nii.gz", "superpixels_2.nii.gz", "dataset.json"):
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes()
 
 
@@ -153,7 +147,7 @@ def test_dataset_json_keeps_what_preprocessing_recorded(tmp_path):
     dataset_dir = tmp_path / "DEMO"
     write_tiny_dataset(dataset_dir)
     write_json({"source_images": {"1": "raw/img0001.nii.gz"}, "intensity_mean": -1.0}, dataset_dir / "dataset.json")
-    ensure_derived_files(dataset_dir, spec, dataset_dir)
+    ensure_derived_files(dataset_dir, spec, dataset_dir, method=METHOD)
     metadata = read_json(dataset_dir / "dataset.json")
     assert metadata["source_images"] == {"1": "raw/img0001.nii.gz"}
     assert metadata["intensity_mean"] > 0 and metadata["scan_ids"] == [1, 2]
