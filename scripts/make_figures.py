@@ -1,0 +1,138 @@
+"""Figures of cross-validated runs as PNG files (evaluation/figures.py draws them).
+
+    python scripts/make_figures.py curves runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out curves.png
+    python scripts/make_figures.py dice runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out dice.png
+    python scripts/make_figures.py overlays runs/CHAOST2_setting1_psmnet_fold0 --organ liver --scan 2 \
+        --slices 10 14 18 --out overlays.png
+
+- curves: validation Dice against the training step, mean ± std over folds, one line per row;
+- dice: per organ, the distribution of Dice over every query scan of every fold, one box per row;
+- overlays: for chosen slices of one organ in one query scan of a run: support slice with its
+  mask, query slice, prediction, ground truth. The run's model is rebuilt from its checkpoint and
+  segments the fold's protocol test episode (experiment/assembly.py); `--slices` are slice numbers
+  of the scan inside the organ's z-range (default: the middle slice of each part).
+
+Rows are run-name prefixes as in scripts/summarize_folds.py (`+` joins Setting-2 organ groups).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from evaluation.episodes import TestEpisode  # noqa: E402  (after the path set-up)
+from evaluation.figures import OverlayRow, plot_dice_distributions, plot_learning_curves, plot_overlays  # noqa: E402
+from evaluation.prediction import predict_episode  # noqa: E402
+from evaluation.reports import SUMMARY_NAME  # noqa: E402
+from experiment.assembly import fold_data, load_trained_model, test_episodes  # noqa: E402
+from experiment.curves import fold_curves  # noqa: E402
+from experiment.layout import RunLayout, fold_runs, row_name  # noqa: E402
+from utils.io import read_json  # noqa: E402
+
+FIRST_SHOT = 0  # overlays show the first support scan of a k-shot episode
+
+
+def learning_curves(rows: list[str], out: Path) -> Path:
+    curves = {row_name(row): {fold: dice for fold, (dice, _) in fold_curves(row).items()} for row in rows}
+    return plot_learning_curves(curves, out)
+
+
+def dice_distributions(rows: list[str], out: Path) -> Path:
+    """Per-scan Dice of every organ from every fold's summary.json, organs in label order."""
+    dice: dict[str, dict[str, list[float]]] = {}
+    labels: dict[str, int] = {}
+    for row in rows:
+        per_organ: dict[str, list[float]] = {}
+        for prefix in row.split("+"):
+            for fold, run in fold_runs(prefix).items():
+                summary_path = run.evaluation(fold) / SUMMARY_NAME
+                if not summary_path.is_file():
+                    continue
+                for organ, scores in read_json(summary_path)["organs"].items():
+                    labels[organ] = scores["label"]
+                    per_organ.setdefault(organ, []).extend(scan["dice"] for scan in scores["scans"].values())
+        if not per_organ:
+            raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/{SUMMARY_NAME})")
+        dice[row_name(row)] = per_organ
+    return plot_dice_distributions(dice, sorted(labels, key=labels.get), out)
+
+
+def overlay_rows(episode: TestEpisode, prediction: torch.Tensor, slices: list[int] | None) -> list[OverlayRow]:
+    """The grid rows of `episode`: the chosen slice numbers, or the middle slice of each part."""
+    z_indices = episode.z_indices.tolist()
+    if slices is None:
+        positions = [int(torch.nonzero(episode.part_index == part).flatten().median())
+                     for part in range(episode.support_images.shape[0])]
+    else:
+        outside = [z for z in slices if z not in z_indices]
+        if outside:
+            raise SystemExit(f"slices {outside} are outside {episode.organ}'s z-range {z_indices[0]}..{z_indices[-1]} "
+                             f"in scan {episode.query_scan_id}")
+        positions = [z_indices.index(z) for z in slices]
+    rows = []
+    for position in positions:
+        part = int(episode.part_index[position])
+        rows.append(OverlayRow(
+            title=f"{episode.organ}, scan {episode.query_scan_id}, slice {z_indices[position]} (part {part})",
+            support_image=episode.support_images[part, FIRST_SHOT, 0].numpy(),
+            support_mask=episode.support_masks[part, FIRST_SHOT].numpy(),
+            query_image=episode.query_images[position, 0].numpy(),
+            prediction=prediction[position].numpy(),
+            truth=episode.query_labels[position].numpy()))
+    return rows
+
+
+def overlays(run_dir: Path, organ: str, scan_id: int | None, slices: list[int] | None, out: Path,
+             checkpoint: Path | None = None, data_root: str | None = None, derived_root: str | None = None) -> Path:
+    trained = load_trained_model(checkpoint or RunLayout(run_dir).last_checkpoint)
+    config = {**trained.config, "data_root": data_root or trained.config["data_root"],
+              "derived_root": derived_root or trained.config["derived_root"]}
+    episodes = [episode for episode in test_episodes(config, fold_data(config)) if episode.organ == organ]
+    if not episodes:
+        raise SystemExit(f"{run_dir}: organ {organ!r} is not tested by this run")
+    chosen = [episode for episode in episodes if scan_id is None or episode.query_scan_id == scan_id]
+    if not chosen:
+        raise SystemExit(f"{run_dir}: scan {scan_id} is not a query scan of fold {config['eval_fold']} "
+                         f"(query scans: {[episode.query_scan_id for episode in episodes]})")
+    episode = chosen[0]
+    prediction = predict_episode(trained.model.eval(), episode, torch.device("cpu"), config["precision"],
+                                 config["eval_batch_size"])
+    return plot_overlays(overlay_rows(episode, prediction, slices), out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    figures = parser.add_subparsers(dest="figure", required=True)
+    for name, help_text in (("curves", "validation Dice learning curves"), ("dice", "per-organ Dice distributions")):
+        figure = figures.add_parser(name, help=help_text)
+        figure.add_argument("rows", nargs="+", help="run-name prefixes, one per method ('+' joins organ groups)")
+        figure.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    overlay = figures.add_parser("overlays", help="support / query / prediction / truth of chosen slices")
+    overlay.add_argument("run", type=Path, help="a run folder (with checkpoints/last.pth)")
+    overlay.add_argument("--organ", required=True, help="organ name, e.g. liver")
+    overlay.add_argument("--scan", type=int, default=None, help="query scan id (default: the fold's first)")
+    overlay.add_argument("--slices", type=int, nargs="+", default=None, help="slice numbers (default: middle of each part)")
+    overlay.add_argument("--checkpoint", type=Path, default=None, help="another checkpoint of the run")
+    overlay.add_argument("--data-root", help="overrides the data_root stored in the checkpoint")
+    overlay.add_argument("--derived-root", help="overrides the derived_root stored in the checkpoint")
+    overlay.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.figure == "curves":
+        written = learning_curves(args.rows, args.out)
+    elif args.figure == "dice":
+        written = dice_distributions(args.rows, args.out)
+    else:
+        written = overlays(args.run, args.organ, args.scan, args.slices, args.out, args.checkpoint, args.data_root,
+                           args.derived_root)
+    print(f"wrote {written} ({written.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
