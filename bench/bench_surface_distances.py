@@ -94,7 +94,7 @@ def main() -> None:
                 seconds[name].append(min(times))
                 differences[name].append(max(abs(float(value) - expected) for value, expected in zip(values, reference)))
             print(f"{case}: HD95 {reference[0]:.2f} mm, ASSD {reference[1]:.2f} mm", flush=True)
-    print(f"\n| implementation | largest difference from ours (mm) | HD95 + ASSD per organ and scan (ms, mean) |")
+    print("\n| implementation | largest difference from ours (mm) | HD95 + ASSD per organ and scan (ms, mean) |")
     print("|---|---|---|")
     for name in available:
         print(f"| {name} | {max(differences[name]):.2e} | {1000 * np.mean(seconds[name]):.1f} |")

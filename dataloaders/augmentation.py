@@ -1,4 +1,4 @@
-"""Joint geometric + intensity augmentation of a slice and its masks (PROTOCOL.md "Training").
+"""Joint geometric + intensity augmentation of a slice and its masks (docs/PROTOCOL.md "Training").
 
 The protocol's augmentation (SSL-ALPNet `sabs_aug`): no flips; a random affine map (rotation,
 shift, shear, isotropic scale), an elastic deformation and a gamma transform of the intensities.

@@ -1,7 +1,7 @@
 """Synthetic abdominal-MRI-like scans: the DEMO dataset for CPU runs and tests.
 
 Not from a paper: a stand-in with the layout of the preprocessed CHAOST2 data
-(PROTOCOL.md, "Datasets"): `image_<id>.nii.gz` with whole-number intensities >= 0 and
+(docs/PROTOCOL.md, "Datasets"): `image_<id>.nii.gz` with whole-number intensities >= 0 and
 `label_<id>.nii.gz` with 1 liver, 2 right kidney, 3 left kidney, 4 spleen, spacing
 1.25 x 1.25 x 7.7 mm. Each scan has a body outline that varies per scan, fat and muscle
 layers, a vertebra with its spinal canal, aorta and vena cava, bowel-like texture, and the four

@@ -1,6 +1,6 @@
 """Writing a dataset's derived files: superpixels and `dataset.json`.
 
-docs/PROTOCOL.md, "Derived files" and "Preprocessing" (CT global statistics), docs/DESIGN.md
+docs/PROTOCOL.md, "Derived files" and "Preprocessing from the raw downloads" (CT global statistics), docs/DESIGN.md
 "Data on disk". SSL-ALPNet also writes a class-slice index (`classmap_1.json`); here the episodes
 find the slices of a class in the label volumes they load (dataloaders/slice_selection.py), so no
 index file is written. `ensure_derived_files` is what `scripts/make_pseudolabels.py` and train.py

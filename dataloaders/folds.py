@@ -1,4 +1,4 @@
-"""Cross-validation folds of the SSL-ALPNet protocol (PROTOCOL.md, "Cross-validation folds").
+"""Cross-validation folds of the SSL-ALPNet protocol (docs/PROTOCOL.md, "Cross-validation folds").
 
 Scan ids sorted as integers form a circular list. Fold k takes block k of `queries_per_fold`
 scans as queries and, by default, the next `n_shots` scans as supports (SSL-ALPNet's

@@ -1,4 +1,4 @@
-"""Which slices of a scan an episode may use (PROTOCOL.md "Settings" and "Derived files").
+"""Which slices of a scan an episode may use (docs/PROTOCOL.md "Settings" and "Derived files").
 
 - `slices_containing`: the class-slice index of one label (SSL-ALPNet's `classmap_<min_fg>.json`).
 - `excluded_slices` / `allowed_slices`: Setting 2. Every training slice in which a test organ

@@ -1,7 +1,7 @@
 """Dataset specifications: the one table every script and dataset class reads.
 
 Implements the dataset table and the fold block sizes of the SSL-ALPNet evaluation protocol
-(`shared/docs/PROTOCOL.md`, sections "Datasets", "Cross-validation folds" and "Settings"), plus
+(docs/PROTOCOL.md, sections "Datasets", "Cross-validation folds" and "Settings"), plus
 the synthetic DEMO dataset written by `dataloaders/demo_data.py`. Code that needs a property of a
 dataset reads it from its `DatasetSpec`; nothing branches on a dataset's name.
 """

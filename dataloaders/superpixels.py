@@ -1,6 +1,6 @@
 """Superpixel pseudolabels for self-supervised episodes (SSL-ALPNet, Ouyang et al. ECCV 2020, Sec. 3.3).
 
-PROTOCOL.md, "Derived files": per axial slice, skimage Felzenszwalb with sigma 1, min_size 400
+docs/PROTOCOL.md, "Derived files": per axial slice, skimage Felzenszwalb with sigma 1, min_size 400
 and the "MIDDLE" scale, computed on the stored intensities; superpixels are kept only inside a
 body mask (intensity above a threshold, largest connected component, holes filled), 0 outside
 the body, ids renumbered 1..n in every slice.

@@ -1,7 +1,7 @@
 """Loading preprocessed scans: validation, label remapping, normalisation, resizing, caching.
 
 Implements the "Datasets (preprocessed layout)" and "Derived files" parts of the protocol
-(`shared/docs/PROTOCOL.md`) and the on-disk layout of `docs/DESIGN.md`: every dataset folder
+(docs/PROTOCOL.md) and the on-disk layout of `docs/DESIGN.md`: every dataset folder
 holds `image_<id>.nii.gz` + `label_<id>.nii.gz` with the same geometry; MR scans are z-scored
 per scan at load time, CT scans with the dataset's global statistics from `dataset.json`.
 Every inconsistency in the files raises `utils.io.DataError` naming the file.

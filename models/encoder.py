@@ -1,4 +1,4 @@
-"""The shared feature encoder (PSMNET.md pipeline step 1; PROTOCOL.md "Training").
+"""The shared feature encoder (docs/METHOD.md "Encoder"; docs/PROTOCOL.md "Training").
 
 A torchvision ResNet trunk (stem + layer1..layer4, no pooling head, no ASPP) with a configurable
 output stride, followed by a 1x1 convolution to `feature_channels`. The paper's default is the

@@ -1,4 +1,4 @@
-"""Prototype Splitting Module, PSM (PSMnet paper section 3.2; PSMNET.md pipeline step 3).
+"""Prototype Splitting Module, PSM (PSMnet paper section 3.2; docs/METHOD.md, "PSM").
 
 One class mask R_0 is split iteratively under the guidance of the support itself: at step t the
 prototype p_t of the remaining region R_{t-1} is compared (cosine) with every feature of that

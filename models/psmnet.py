@@ -1,4 +1,4 @@
-"""PSMnet (PSMnet paper section 3; PSMNET.md pipeline steps 3-5): PSM prototypes + MCAM.
+"""PSMnet (PSMnet paper section 3; docs/METHOD.md, "PSM", "MCAM" and "Scoring"): PSM prototypes + MCAM.
 
 Foreground and background of every support are split by the Prototype Splitting Module; the
 query features are adapted to the support foreground by the Multi-level Cross Attention Module;

@@ -21,9 +21,9 @@ from scipy import ndimage
 
 from utils.io import DataError
 
-# In-plane size of every preprocessed slice (W, H), PROTOCOL.md "Datasets".
+# In-plane size of every preprocessed slice (W, H), docs/PROTOCOL.md "Datasets".
 PREPROCESSED_SIZE_XY = (256, 256)
-# MR: the brightest 0.5% of voxels are clipped (off-resonance artefacts), PROTOCOL.md.
+# MR: the brightest 0.5% of voxels are clipped (off-resonance artefacts), docs/PROTOCOL.md.
 DEFAULT_TOP_CLIP_PERCENT = 0.5
 # Largest stored label value a uint16 label volume can hold (CMR stores 600).
 MAX_LABEL_VALUE = np.iinfo(np.uint16).max

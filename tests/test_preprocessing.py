@@ -1,4 +1,4 @@
-"""Preprocessing from the raw downloads (PROTOCOL.md): small synthetic CHAOS / Synapse / MS-CMRSeg
+"""Preprocessing from the raw downloads (docs/PROTOCOL.md): small synthetic CHAOS / Synapse / MS-CMRSeg
 inputs go through each script's `main`, and the outputs are checked against the protocol."""
 from __future__ import annotations
 

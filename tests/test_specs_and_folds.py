@@ -1,4 +1,4 @@
-"""Dataset spec table and protocol folds (PROTOCOL.md, "Datasets", "Cross-validation folds")."""
+"""Dataset spec table and protocol folds (docs/PROTOCOL.md, "Datasets", "Cross-validation folds")."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Superpixel pseudolabels, class-slice index and derived-file writing (PROTOCOL.md "Derived files")."""
+"""Superpixel pseudolabels, slices of each organ and derived-file writing (docs/PROTOCOL.md "Derived files")."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Reproducible randomness for training runs and episode sampling (PROTOCOL.md "Training": seed 1234).
+"""Reproducible randomness for training runs and episode sampling (docs/PROTOCOL.md "Training": seed 1234).
 
 Three pieces:
 
