@@ -36,13 +36,14 @@ configs_of() {
 }
 
 jobs() {
-    # Setting 1: PSMnet and SSL-ALPNet first (the comparison the table is for), then the others.
-    for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe; do
-        for fold in 0 1 2 3 4; do wanted "$row" && echo "$fold setting1 $(configs_of "$row")"; done
-    done
-    # Setting 2: one model per organ group (0: liver + spleen, 1: kidneys).
-    for row in psmnet alpnet psm_only mcam_only panet; do
-        for fold in 0 1 2 3 4; do
+    # Fold-major, so that a table stopped early has every row on the same folds: in each fold,
+    # Setting 1 (PSMnet and SSL-ALPNet first, the comparison the table is for), then Setting 2
+    # (one model per organ group, 0: liver + spleen, 1: kidneys).
+    for fold in 0 1 2 3 4; do
+        for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe; do
+            wanted "$row" && echo "$fold setting1 $(configs_of "$row")"
+        done
+        for row in psmnet alpnet psm_only mcam_only panet; do
             for group in 0 1; do wanted "$row" && echo "$fold setting2 label_group=$group $(configs_of "$row")"; done
         done
     done
