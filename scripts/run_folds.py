@@ -29,7 +29,7 @@ def fold_run(sacred_args: list[str], fold: int) -> RunLayout:
     return RunLayout.of(composed_config(named_configs, {**updates, "eval_fold": fold}))
 
 
-def run(script: str, sacred_args: list[str], fold: int) -> float:
+def run_script(script: str, sacred_args: list[str], fold: int) -> float:
     command = [sys.executable, str(REPO_ROOT / script), *sacred_args, f"eval_fold={fold}"]
     if "with" not in sacred_args:
         command.insert(2, "with")
@@ -47,13 +47,13 @@ def main() -> None:
     sacred_args = [arg for arg in args.sacred_args if arg != "--"]
 
     for fold in args.folds:
-        run = fold_run(sacred_args, fold)
-        summary = run.evaluation(fold) / SUMMARY_NAME
-        train_seconds = run("train.py", sacred_args, fold)
-        if summary.is_file() and summary.stat().st_mtime > run.last_checkpoint.stat().st_mtime:
+        layout = fold_run(sacred_args, fold)
+        summary = layout.evaluation(fold) / SUMMARY_NAME
+        train_seconds = run_script("train.py", sacred_args, fold)
+        if summary.is_file() and summary.stat().st_mtime > layout.last_checkpoint.stat().st_mtime:
             print(f"fold {fold}: evaluation up to date ({summary})")
             continue
-        test_seconds = run("test.py", sacred_args, fold)
+        test_seconds = run_script("test.py", sacred_args, fold)
         print(f"fold {fold}: train {train_seconds:.0f} s, test {test_seconds:.0f} s -> {summary}", flush=True)
 
 

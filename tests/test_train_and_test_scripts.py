@@ -200,6 +200,19 @@ def test_command_line_prints_dice_table(demo_root, tmp_path):
     assert 0.0 <= liver_dice <= 100.0
 
 
+def test_fold_runner_trains_and_tests_a_fold_then_skips_it_when_run_again(demo_root, tmp_path):
+    overrides = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
+    arguments = [f"{key}={value!r}" for key, value in overrides.items() if key != "model"] + ["model.encoder=resnet18"]
+    command = [sys.executable, "scripts/run_folds.py", "--folds", "0", "--", "with", "demo", "cpu", *arguments]
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, encoding="utf-8", timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(result.stdout)
+    assert "fold 0: train" in outputs[0] and "test.py" in outputs[0]
+    assert "fold 0: evaluation up to date" in outputs[1] and "test.py" not in outputs[1]
+
+
 def test_inspection_counts_prototypes_per_scheme_and_measures_mcam_updates(demo_root, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     from inspect_runs import attention_update_norms, prototype_counts, trained_model_and_test_episodes
