@@ -83,9 +83,11 @@ def base_config():
     # --- optimisation --------------------------------------------------------------------------
     n_steps = original_steps(model["name"])  # training episodes; the model's own (PSMnet 50k, SSL-ALPNet 100k)
     batch_size = 1  # episodes per step
-    lr = 1e-3  # SGD learning rate
+    optimizer = "sgd"  # "sgd" (both originals) | "adamw" (experiment/optimisation.py)
+    lr = 1e-3  # learning rate
     momentum = 0.9  # SGD momentum
-    weight_decay = 5e-4  # SGD weight decay
+    weight_decay = 5e-4  # weight decay
+    warmup_steps = 0  # linear learning-rate warm-up before the step decay (0: none, as the originals)
     lr_decay = 0.95  # multiply the learning rate by this ...
     lr_decay_every = 1000  # ... every this many steps
     class_weights = [0.05, 1.0]  # cross-entropy weights [background, foreground]

@@ -25,6 +25,7 @@ from experiment.assembly import (build_model_from_config, ensure_superpixels, fo
                                  upgrade_saved_config, uses_superpixels, validation_episodes)
 from experiment.curves import LEARNING_RATE_TAG, TOTAL_LOSS_TAG, loss_tag, validation_dice_tag
 from experiment.layout import RunLayout
+from experiment.optimisation import build_optimizer, build_scheduler
 from experiment.training_step import episode_losses
 from utils.checkpoint import load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
 from utils.runtime import check_precision, select_device
@@ -65,9 +66,8 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     validation = validation_episodes(config, data)
 
     # --- optimiser, schedule ------------------------------------------------------------------------
-    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                weight_decay=config["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config["lr_decay_every"], gamma=config["lr_decay"])
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = build_scheduler(config, optimizer)
     class_weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
 
     # --- resume ----------------------------------------------------------------------------------

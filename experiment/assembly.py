@@ -32,7 +32,7 @@ from utils.checkpoint import load_checkpoint, load_model_weights
 # Configs stored in checkpoints of earlier versions: keys renamed since, and the values that
 # earlier versions used, as constants, for keys added since (so such runs still resume and load).
 RENAMED_KEYS = {"min_foreground_area": ("min_superpixel_area", "min_supervised_foreground_area")}
-EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0}
+EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0, "optimizer": "sgd", "warmup_steps": 0}
 
 
 @dataclass(frozen=True)
