@@ -66,8 +66,8 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
                                    config["metrics"], progress=lambda items: tqdm(items, desc="test episodes"))
     summary = summarize(evaluation, evaluation_provenance(checkpoint_path, trained.step, trained.config, config,
                                                           mismatches), skipped)
-    title = f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} " \
-            f"at step {trained.step}"
+    title = (f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} "
+             f"at step {trained.step}")
     print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")
 
     # --- write results ------------------------------------------------------------------------------

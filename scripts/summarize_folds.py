@@ -31,9 +31,9 @@ from utils.io import read_json  # noqa: E402
 DEFAULT_METRICS = ("dice", "hd95")
 
 
-def fold_summaries(row: str) -> dict[int, dict[str, dict]]:
-    """{fold: {organ: its scores in that fold's summary.json}} for one table row, once the row's
-    evaluations are known to come from one model trained with one config (experiment/provenance.py)."""
+def row_evaluations(row: str) -> list[FoldEvaluation]:
+    """The summary.json of every evaluated fold of one table row, once they are known to come from
+    one model trained with one config (experiment/provenance.py)."""
     evaluations = []
     for prefix in row.split("+"):
         for fold, run in fold_runs(prefix).items():
@@ -46,6 +46,11 @@ def fold_summaries(row: str) -> dict[int, dict[str, dict]]:
         check_fold_row(row, evaluations)
     except ProvenanceError as error:
         raise SystemExit(str(error)) from error
+    return evaluations
+
+
+def fold_summaries(evaluations: list[FoldEvaluation]) -> dict[int, dict[str, dict]]:
+    """{fold: {organ: its scores in that fold's summary.json}} of one row's evaluations."""
     per_fold: dict[int, dict[str, dict]] = {}
     for evaluation in evaluations:
         per_fold.setdefault(evaluation.fold, {}).update(evaluation.summary["organs"])
@@ -53,14 +58,20 @@ def fold_summaries(row: str) -> dict[int, dict[str, dict]]:
 
 
 def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
-    """One markdown table per metric, with a note where a metric was undefined for some scans."""
-    results = {row_name(row): fold_summaries(row) for row in rows}
+    """One markdown table per metric, with a note where a metric was undefined for some scans, and
+    one where query scans without an organ were skipped (docs/PROTOCOL.md)."""
+    evaluations = {row_name(row): row_evaluations(row) for row in rows}
+    results = {name: fold_summaries(row) for name, row in evaluations.items()}
     sections = []
     for metric in metrics:
         title = f"{metric} ({METRICS[metric].unit}), mean ± std over folds"
         notes = [f"{name}: {count} query scan(s) without a value (empty prediction), left out of the means"
                  for name, count in undefined_counts(results, metric).items() if count]
         sections.append("\n\n".join([title, fold_table(results, metric), *notes]))
+    skipped = {name: sum(evaluation.summary.get("n_skipped_scans", 0) for evaluation in row)
+               for name, row in evaluations.items()}
+    sections += [f"{name}: {count} query scan(s) skipped for an organ absent from them (docs/PROTOCOL.md, "
+                 f"\"Organs absent from a query scan\")" for name, count in skipped.items() if count]
     return "\n\n".join(sections)
 
 

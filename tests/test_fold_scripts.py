@@ -134,6 +134,16 @@ def test_setting2_groups_of_one_row_may_differ_in_label_group_only(tmp_path):
         summary_table([str(tmp_path / "Z_psmnet")])
 
 
+def test_fold_tables_say_how_many_query_scans_were_skipped_for_an_absent_organ(tmp_path):
+    for fold, skipped in ((0, 1), (1, 2)):
+        summary = write_summary(tmp_path / f"X_psmnet_fold{fold}", fold, {"liver": 0.8}) / "summary.json"
+        write_json({**read_json(summary), "n_skipped_scans": skipped}, summary)
+    write_summary(tmp_path / "Y_psmnet_fold0", 0, {"liver": 0.8})
+    output = summary_tables([str(tmp_path / "X_psmnet"), str(tmp_path / "Y_psmnet")], ("dice",))
+    assert output.endswith("\n\nX_psmnet: 3 query scan(s) skipped for an organ absent from them "
+                           "(docs/PROTOCOL.md, \"Organs absent from a query scan\")")
+
+
 def test_comparison_puts_evaluations_side_by_side(tmp_path):
     before = write_summary(tmp_path / "run", 0, {"liver": 0.1, "spleen": 0.3}, step=0)
     after = write_summary(tmp_path / "run2", 0, {"liver": 0.9, "spleen": 0.7}, step=50)
