@@ -109,6 +109,8 @@ def base_config():
     n_validation_scans = 2  # training scans used as validation queries (their labels are only logged)
     eval_batch_size = 16  # query slices per forward pass at evaluation
     checkpoint = None  # test.py: checkpoint to evaluate; None: runs_root/run_name/checkpoints/last.pth
+    # test.py: evaluate a dataset / setting / label_group / eval_fold other than the checkpoint's (warned, recorded)
+    allow_config_mismatch = False
     save_predictions = False  # test.py: write predicted NIfTI volumes with the scans' geometry
     save_overlays = False  # test.py: write PNG overlays of prediction and ground truth
     metrics = list(METRIC_NAMES)  # test.py: scores to compute (evaluation/metrics.py); validation uses Dice only
@@ -233,8 +235,11 @@ def cpu():
 
 @ex.config_hook
 def add_run_observer(config, command_name, logger):
-    """Store every run's config, log and result in its run folder (experiment/layout.py)."""
-    ex.observers[:] = [FileStorageObserver(str(RunLayout.of(config).sacred))]
+    """Store every run's config, log and result in its run folder (experiment/layout.py); test.py's
+    with an explicit checkpoint in that checkpoint's run, where its evaluation goes."""
+    evaluated = command_name == "test" and config["checkpoint"]
+    run = (RunLayout.of_checkpoint(config["checkpoint"]) if evaluated else None) or RunLayout.of(config)
+    ex.observers[:] = [FileStorageObserver(str(run.sacred))]
     return config
 
 

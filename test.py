@@ -3,12 +3,15 @@
     python test.py with demo cpu                    # the checkpoint of the matching train.py run
     python test.py with chaost2 checkpoint=runs/.../checkpoints/last.pth save_predictions=True
 
-The model is rebuilt from the config stored in the checkpoint. The fold's test episodes follow
-docs/PROTOCOL.md, "Test-time episodes" (1 support scan, npart = 3 chunks, ground-truth z-range);
-scores (Dice, precision, recall, HD95, ASSD: evaluation/metrics.py) are 3D per scan, then averaged
-per organ (docs/PROTOCOL.md, "Metric"). Results go to the run's evaluation folder
-(experiment/layout.py): summary.json, scores.csv, table.md (evaluation/reports.py), and optional
-NIfTI predictions and PNG overlays.
+The model is rebuilt from the config stored in the checkpoint, and evaluated on the dataset, fold,
+setting and label group it was trained with: a request that contradicts them is refused, unless
+`allow_config_mismatch=True` (experiment/provenance.py). The fold's test episodes follow
+docs/PROTOCOL.md, "Test-time episodes" (1 support scan, npart = 3 chunks, ground-truth z-range;
+a query scan without an organ is skipped for it and reported); scores (Dice, precision, recall,
+HD95, ASSD: evaluation/metrics.py) are 3D per scan, then averaged per organ (docs/PROTOCOL.md,
+"Metric"). Results go to the evaluation folder of the checkpoint's own run (experiment/layout.py):
+summary.json (with the checkpoint's path, SHA-256, step and training config), scores.csv, table.md
+(evaluation/reports.py), and optional NIfTI predictions and PNG overlays.
 """
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from config import ex
-from evaluation.reports import SUMMARY_NAME, format_score_table, summarize, write_evaluation
+from evaluation.reports import SUMMARY_NAME, format_score_table, skipped_scans_note, summarize, write_evaluation
 from evaluation.scoring import evaluate_episodes
-from experiment.assembly import fold_data, load_trained_model, test_episodes
+from experiment.assembly import absent_test_organs, fold_data, load_trained_model, test_episodes
+from experiment.config_checks import check_evaluation_config
 from experiment.layout import RunLayout
+from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
 from utils.checkpoint import CheckpointError
 from utils.io import atomic_path, write_image
 from utils.runtime import check_precision, select_device
@@ -38,32 +43,35 @@ RGB_MAX = 255
 
 @ex.main
 def test(_config, _run, model_options):  # model_options captured so `model_options.x=...` may add keys
-    config = dict(_config)
-    run = RunLayout.of(config)
-    checkpoint_path = Path(config["checkpoint"] or run.last_checkpoint)
-    device = select_device(config["device"])
-    precision = check_precision(config["precision"])
+    requested = dict(_config)
+    check_evaluation_config(requested)
+    checkpoint_path = Path(requested["checkpoint"] or RunLayout.of(requested).last_checkpoint)
+    run = evaluation_run(checkpoint_path, requested)  # the checkpoint's own run, never another's
+    device = select_device(requested["device"])
+    precision = check_precision(requested["precision"])
 
-    # --- the model, as it was trained ------------------------------------------------------------
+    # --- the model, as it was trained, and the dataset, fold, setting and label group it was trained for ---
     trained = load_trained_model(checkpoint_path, device)
-    check_same_model(trained.config, config, checkpoint_path)
+    check_same_model(trained.config, requested, checkpoint_path)
+    config, mismatches = bind_to_checkpoint(trained.config, requested, _run.config_modifications.modified,
+                                            checkpoint_path)
 
     # --- the fold's test episodes, at the resolution the model was trained at ----------------------
     data = fold_data({**config, "image_size": trained.config["image_size"]})
     episodes = test_episodes(config, data)
+    skipped = absent_test_organs(config, data)
 
     # --- segment and score --------------------------------------------------------------------------
     evaluation = evaluate_episodes(trained.model, episodes, device, precision, config["eval_batch_size"],
                                    config["metrics"], progress=lambda items: tqdm(items, desc="test episodes"))
-    table = format_score_table(evaluation)
-    print(f"\n{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, "
-          f"{trained.config.get('model_label') or trained.config['model']['name']} at step {trained.step}\n{table}\n")
+    summary = summarize(evaluation, evaluation_provenance(checkpoint_path, trained.step, trained.config, config,
+                                                          mismatches), skipped)
+    title = (f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} "
+             f"at step {trained.step}")
+    print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")
 
     # --- write results ------------------------------------------------------------------------------
     output_dir = run.evaluation(config["eval_fold"], checkpoint_path)
-    summary = summarize(evaluation, {
-        "dataset": config["dataset"], "eval_fold": config["eval_fold"], "setting": config["setting"],
-        "label_group": config["label_group"], "checkpoint": str(checkpoint_path), "step": trained.step})
     write_evaluation(evaluation, summary, output_dir)
     if config["save_predictions"]:
         save_prediction_volumes(episodes, evaluation.predictions, data.load(data.split.query_ids),

@@ -23,9 +23,11 @@ from config import ex
 from evaluation.scoring import evaluate_episodes
 from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, training_dataset,
                                  upgrade_saved_config, uses_superpixels, validation_episodes)
+from experiment.config_checks import check_training_config
 from experiment.curves import LEARNING_RATE_TAG, TOTAL_LOSS_TAG, loss_tag, validation_dice_tag
 from experiment.layout import RunLayout
 from experiment.optimisation import build_optimizer, build_scheduler
+from experiment.provenance import BOOKKEEPING_KEYS
 from experiment.training_step import episode_losses
 from utils.checkpoint import load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
 from utils.runtime import check_precision, select_device
@@ -34,11 +36,10 @@ from utils.tensorboard_panels import episode_panel, test_episode_panel
 
 logger = logging.getLogger(__name__)
 
-# Config keys that may differ between an interrupted run and its resumption (runs_root and
-# run_name too: a run folder copied or moved elsewhere, e.g. to extend a finished run, resumes).
-RESUMABLE_KEYS = {"resume", "n_steps", "num_workers", "log_every", "checkpoint_every", "validate_every", "device",
-                  "eval_batch_size", "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root",
-                  "derived_root", "runs_root", "run_name"}
+# Config keys that may differ between an interrupted run and its resumption: bookkeeping (runs_root
+# and run_name too: a run folder copied or moved elsewhere, e.g. to extend a finished run, resumes)
+# and the number of steps.
+RESUMABLE_KEYS = BOOKKEEPING_KEYS | {"n_steps"}
 VALIDATION_METRICS = ("dice",)  # validation logs Dice only: surface distances would slow training down
 
 
@@ -49,6 +50,7 @@ class TrainingDiverged(RuntimeError):
 @ex.main
 def train(_config, _run, model_options):  # model_options captured so `model_options.x=...` may add keys
     config = dict(_config)
+    check_training_config(config)  # a value out of range stops here, not at the first validation or checkpoint
     run = RunLayout.of(config)
     seed_everything(config["seed"])
     device = select_device(config["device"])

@@ -7,12 +7,13 @@ SSL-ALPNet's `classmap_1.json`) are split into `n_parts` chunks and chunk p uses
 scan's slices inside the organ's ground-truth z-range widened by `z_margin` (clipped to the volume)
 are assigned to part `floor((z - z_min) / ((z_max - z_min) / n))` clipped to 0..n-1, part 0 when
 the organ spans one slice (SSL-ALPNet's `ValidationDataset`). k support scans give S = k shots.
-Each episode carries the query scan's voxel spacing, which the surface distances need.
+Each episode carries the query scan's voxel spacing, which the surface distances need. A query
+scan without the organ has no episode for it (docs/PROTOCOL.md, "Organs absent from a query scan").
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -143,12 +144,29 @@ def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: 
     return episodes
 
 
+def query_scans_without_organ(scans: Mapping[int, "Scan"], split: "FoldSplit", spec: "DatasetSpec",
+                              labels: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """{organ: the loaded query scans of `split` in which it appears in no slice}, for the organs of
+    `labels` absent from at least one query scan."""
+    absent = {spec.organs[label]: tuple(scan_id for scan_id in split.query_ids if scan_id in scans
+                                        and len(slices_containing(scans[scan_id].native_labels, label)) == 0)
+              for label in labels}
+    return {organ: scan_ids for organ, scan_ids in absent.items() if scan_ids}
+
+
 def fold_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", spec: "DatasetSpec",
                        labels: tuple[int, ...], *, n_parts: int, z_margin: int) -> list[TestEpisode]:
-    """Every (organ, query scan) test episode of a fold, organ by organ in the order of `labels`."""
+    """Every (organ, query scan) test episode of a fold, organ by organ in the order of `labels`.
+
+    A query scan in which an organ appears in no slice has no episode for that organ (docs/PROTOCOL.md,
+    "Organs absent from a query scan"); `query_scans_without_organ` names those scans.
+    """
+    absent = query_scans_without_organ(scans, split, spec, labels)
     return [
         episode
         for label in labels
-        for episode in build_test_episodes(scans, split, label=label, organ=spec.organs[label], n_parts=n_parts,
-                                           z_margin=z_margin)
+        for episode in build_test_episodes(
+            scans, replace(split, query_ids=tuple(scan_id for scan_id in split.query_ids
+                                                  if scan_id not in absent.get(spec.organs[label], ()))),
+            label=label, organ=spec.organs[label], n_parts=n_parts, z_margin=z_margin)
     ]

@@ -6,9 +6,12 @@ One evaluation folder (experiment/layout.py names it) holds:
   per organ the mean of every metric over the query scans, how many scans left it undefined
   (`undefined`, e.g. HD95 of an empty prediction), and the per-scan values and voxel counts;
   `mean_dice` is the organs' mean Dice, the protocol's headline number. Undefined values are
-  written as NaN.
+  written as NaN. `skipped_scans` names, per organ, the query scans in which the organ appears in
+  no slice (they have no score for it) and `n_skipped_scans` counts them; test.py adds where the
+  scores come from (experiment/provenance.py: checkpoint path, SHA-256 and step, model, training
+  config, any `allow_config_mismatch`).
 - `scores.csv`: one row per (organ, query scan) with every metric and the voxel counts.
-- `table.md`: Dice per query scan and the organ means of every metric.
+- `table.md`: Dice per query scan and the organ means of every metric, and a note on skipped scans.
 
 Fold tables (scripts/summarize_folds.py) read the summaries of a method's folds: per organ and
 fold the mean over that fold's query scans, then mean ± std over the folds, organs as columns in
@@ -19,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from evaluation.metrics import METRICS
 from evaluation.scoring import Evaluation, mean_and_std
@@ -28,12 +31,15 @@ from utils.io import atomic_path, write_json
 SUMMARY_NAME = "summary.json"
 SCORES_NAME = "scores.csv"
 TABLE_NAME = "table.md"
+SKIPPED_KEY = "skipped_scans"
 COUNT_NAMES = ("true_positives", "false_positives", "false_negatives")
 HEADLINE_METRIC = "dice"
 
 
-def summarize(evaluation: Evaluation, description: Mapping[str, object]) -> dict:
-    """The summary.json content: `description` (dataset, fold, checkpoint, ...) plus the scores."""
+def summarize(evaluation: Evaluation, description: Mapping[str, object],
+              skipped: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """The summary.json content: `description` (dataset, fold, checkpoint, ...) plus the scores, and
+    `skipped` ({organ: query scans without it}, which have no score for it) with their count."""
     organs = {}
     for organ in evaluation.organs:
         organ_scores = [score for score in evaluation.scores if score.organ == organ]
@@ -50,7 +56,21 @@ def summarize(evaluation: Evaluation, description: Mapping[str, object]) -> dict
         "metrics": list(evaluation.metric_names),
         "organs": organs,
         "mean_dice": mean_and_std(list(evaluation.organ_means(HEADLINE_METRIC).values()))[0],
+        SKIPPED_KEY: {organ: list(scan_ids) for organ, scan_ids in (skipped or {}).items()},
+        "n_skipped_scans": sum(len(scan_ids) for scan_ids in (skipped or {}).values()),
     }
+
+
+def skipped_scans_note(summary: Mapping[str, object]) -> str:
+    """One line under the score table naming the (organ, query scan) pairs left out because the
+    organ is absent from the scan; empty when there are none."""
+    skipped = summary.get(SKIPPED_KEY) or {}
+    if not skipped:
+        return ""
+    pairs = "; ".join(f"{organ}: scan(s) {', '.join(str(scan_id) for scan_id in scan_ids)}"
+                      for organ, scan_ids in skipped.items())
+    return (f"Skipped {summary['n_skipped_scans']} query scan(s) of an organ absent from them, not scored "
+            f"(docs/PROTOCOL.md, \"Organs absent from a query scan\"): {pairs}")
 
 
 def _counts(score) -> dict[str, int]:
@@ -68,7 +88,8 @@ def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path) -> Non
                              *(score.values[metric] for metric in evaluation.metric_names),
                              *_counts(score).values()])
     with atomic_path(folder / TABLE_NAME, suffix=".md") as tmp_path:
-        tmp_path.write_text(format_score_table(evaluation) + "\n")
+        tmp_path.write_text("\n\n".join(filter(None, [format_score_table(evaluation), skipped_scans_note(summary)]))
+                            + "\n")
 
 
 def format_value(value: float, metric: str) -> str:

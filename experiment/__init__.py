@@ -1,6 +1,9 @@
 """One experiment assembly for train.py, test.py, the scripts and the benches.
 
 - layout.py: the run folder (checkpoints, tensorboard, Sacred record, evaluations) and run names;
+- config_checks.py: every config value that could stop a run later, checked before anything is built;
+- provenance.py: an evaluation bound to its checkpoint (its run folder, its training config, the
+  provenance in summary.json) and the fold rows of summarize_folds;
 - assembly.py: from a composed config dict to a fold's data, its training, validation and test
   episodes, and a model, new or rebuilt from a checkpoint;
 - training_step.py: the losses of one training step (shared by train.py and the benches);

@@ -5,12 +5,14 @@ data, its episodes and models only through these functions, so that every one of
 same scans, the same episodes and the same model for the same config:
 
 - `fold_data(config)`: the dataset, its folders and the fold's query / support / training scans;
-- `training_dataset`, `validation_episodes`, `test_episodes`: the episodes of that fold;
+- `training_dataset`, `validation_episodes`, `test_episodes`: the episodes of that fold, and
+  `absent_test_organs`: the query scans without an organ, which have no test episode for it;
 - `build_model_from_config(config)` and `load_trained_model(checkpoint)`: a model, new or as a
   checkpoint stored it (with the config it was trained with).
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,12 @@ from dataloaders.experiment_data import dataset_directories, tested_labels, trai
 from dataloaders.folds import FoldSplit, fold_split
 from dataloaders.specs import DatasetSpec, get_spec
 from dataloaders.volumes import Scan, load_scans
-from evaluation.episodes import TestEpisode, fold_test_episodes
+from evaluation.episodes import TestEpisode, fold_test_episodes, query_scans_without_organ
 from models import build_model
 from utils.checkpoint import load_checkpoint, load_model_weights
+from utils.io import DataError
+
+logger = logging.getLogger(__name__)
 
 # Configs stored in checkpoints of earlier versions: keys renamed since, and the values that
 # earlier versions used, as constants, for keys added since (so such runs still resume and load).
@@ -88,21 +93,40 @@ def training_dataset(config: dict, data: FoldData) -> TrainingEpisodes:
 def validation_episodes(config: dict, data: FoldData) -> list[TestEpisode]:
     """Test-style episodes whose queries are the first `n_validation_scans` training scans (their
     labels are only logged, never trained on), with the fold's support; the fold's query scans stay
-    unseen until test.py."""
+    unseen until test.py. An organ absent from a validation scan is left out of that scan's
+    validation, as at test time; validation scans that show no tested organ at all are refused."""
     split = FoldSplit(query_ids=data.split.train_ids[: config["n_validation_scans"]],
                       support_ids=data.split.support_ids, train_ids=())
-    return _episodes(config, data, split)
+    episodes = _episodes(config, data, split)
+    if not episodes:
+        raise DataError(f"{data.spec.name} fold {config['eval_fold']}: validation scans {list(split.query_ids)} show "
+                        f"none of the tested organs; raise n_validation_scans, or pass validate_every=0")
+    absent = _absent_organs(config, data, split)
+    if absent:
+        logger.info("organs absent from validation scans, left out of their validation Dice: %s", absent)
+    return episodes
 
 
 def test_episodes(config: dict, data: FoldData) -> list[TestEpisode]:
-    """The protocol's test episodes of the fold: every tested organ in every query scan."""
+    """The protocol's test episodes of the fold: every tested organ in every query scan that shows it."""
     return _episodes(config, data, data.split)
+
+
+def absent_test_organs(config: dict, data: FoldData) -> dict[str, tuple[int, ...]]:
+    """{organ: the fold's query scans in which it appears in no slice}: those have no test episode
+    for the organ (docs/PROTOCOL.md, "Organs absent from a query scan")."""
+    return _absent_organs(config, data, data.split)
 
 
 def _episodes(config: dict, data: FoldData, split: FoldSplit) -> list[TestEpisode]:
     scans = data.load(split.query_ids + split.support_ids)
     labels = tested_labels(data.spec, config["setting"], config["label_group"])
     return fold_test_episodes(scans, split, data.spec, labels, n_parts=config["n_parts"], z_margin=config["z_margin"])
+
+
+def _absent_organs(config: dict, data: FoldData, split: FoldSplit) -> dict[str, tuple[int, ...]]:
+    labels = tested_labels(data.spec, config["setting"], config["label_group"])
+    return query_scans_without_organ(data.load(split.query_ids), split, data.spec, labels)
 
 
 def build_model_from_config(config: dict) -> torch.nn.Module:

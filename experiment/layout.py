@@ -10,6 +10,9 @@
                                     predictions/ and overlays/ when asked for
         evaluation_fold<k>_<name>/  test.py on checkpoints/<name>.pth (e.g. _initial)
 
+An evaluation always lives in the run folder of the checkpoint it scored (`RunLayout.of_checkpoint`),
+so that one run's scores never land in another's.
+
 `run_name` defaults to `<dataset>_setting<s>[_group<g>]_<model label>_fold<k>`, so the five folds
 of one method share the prefix `<dataset>_setting<s>[_group<g>]_<model label>` that the fold
 tables and learning curves take as a row.
@@ -48,6 +51,14 @@ class RunLayout:
     def of(cls, config: dict) -> "RunLayout":
         """The run folder of a composed config: runs_root/run_name."""
         return cls(Path(config["runs_root"]) / run_name(config))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> "RunLayout | None":
+        """The run a checkpoint belongs to (`<run>/checkpoints/<name>.pth`); None for a file elsewhere."""
+        checkpoint = Path(checkpoint)
+        if checkpoint.parent.name != CHECKPOINT_FOLDER:
+            return None
+        return cls(checkpoint.parent.parent)
 
     @property
     def last_checkpoint(self) -> Path:

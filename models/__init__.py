@@ -70,6 +70,21 @@ def alignment_loss_weight(name: str, loss_recipe: str) -> float:
     return _lookup(name).original_alignment_weight if loss_recipe == ORIGINAL else 1.0
 
 
+def minimum_feature_size(name: str, options: dict[str, object]) -> int:
+    """Side of the smallest feature grid model `name` runs on with `options` (ALPNet: its largest
+    pooling window; models without windows: one feature pixel). Invalid options raise as in `build_model`."""
+    return getattr(_resolved_options(name, options), "minimum_feature_size", 1)
+
+
+def _resolved_options(name: str, options: dict[str, object]) -> object:
+    """The options dataclass of model `name`; unknown options raise a ValueError listing the valid ones."""
+    valid = model_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(valid)}")
+    return _lookup(name).options_type(**options)
+
+
 def build_model(
     name: str,
     *,
@@ -80,14 +95,9 @@ def build_model(
     **options,
 ) -> nn.Module:
     """A few-shot model by registry name; unknown names or options raise a ValueError listing the valid ones."""
-    entry = _lookup(name)
-    valid = model_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(valid)}")
-    model_config = entry.options_type(**options)
-    return entry.build(ResNetEncoder(encoder, output_stride, feature_channels, pretrained), model_config)
+    model_config = _resolved_options(name, options)
+    return _lookup(name).build(ResNetEncoder(encoder, output_stride, feature_channels, pretrained), model_config)
 
 
 __all__ = ["LOSS_RECIPES", "MODEL_REGISTRY", "FewShotOutput", "alignment_loss_weight", "build_model",
-           "model_options", "original_steps"]
+           "minimum_feature_size", "model_options", "original_steps"]

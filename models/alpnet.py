@@ -41,6 +41,11 @@ class ALPNetOptions:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number of feature pixels, got {getattr(self, name)}")
 
+    @property
+    def minimum_feature_size(self) -> int:
+        """Side of the smallest feature grid the pooling windows fit in, in training and evaluation."""
+        return max(self.local_window, self.test_local_window, self.foreground_mode_window)
+
 
 class ALPNet(FewShotSegmenter):
     """Local + global prototypes per class, softmax-weighted scoring."""

@@ -8,7 +8,10 @@ Each argument is one table row: a run-name prefix (the folds are `<prefix>_fold<
 prefixes joined by `+` whose organs are combined (Setting 2 trains one model per organ group).
 Per organ and fold, a metric is the mean over that fold's query scans (test.py's summary.json);
 each table shows the mean and standard deviation over folds, organs as columns in label order,
-and the organs' mean per fold likewise. Dice and HD95 by default (Dice in %, HD95 in mm).
+and the organs' mean per fold likewise. Dice and HD95 by default (Dice in %, HD95 in mm). A row
+whose folds were trained with different models or configs (other than the fold, and the label
+group between '+'-joined prefixes), or evaluated with `allow_config_mismatch`, is refused with the
+differing key (the provenance test.py writes into summary.json).
 """
 from __future__ import annotations
 
@@ -22,33 +25,53 @@ sys.path.insert(0, str(REPO_ROOT))
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
 from evaluation.reports import SUMMARY_NAME, fold_table, undefined_counts  # noqa: E402
 from experiment.layout import fold_runs, row_name  # noqa: E402
+from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row  # noqa: E402
 from utils.io import read_json  # noqa: E402
 
 DEFAULT_METRICS = ("dice", "hd95")
 
 
-def fold_summaries(row: str) -> dict[int, dict[str, dict]]:
-    """{fold: {organ: its scores in that fold's summary.json}} for one table row."""
-    per_fold: dict[int, dict[str, dict]] = {}
+def row_evaluations(row: str) -> list[FoldEvaluation]:
+    """The summary.json of every evaluated fold of one table row, once they are known to come from
+    one model trained with one config (experiment/provenance.py)."""
+    evaluations = []
     for prefix in row.split("+"):
         for fold, run in fold_runs(prefix).items():
             summary_path = run.evaluation(fold) / SUMMARY_NAME
             if summary_path.is_file():
-                per_fold.setdefault(fold, {}).update(read_json(summary_path)["organs"])
-    if not per_fold:
+                evaluations.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))
+    if not evaluations:
         raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/{SUMMARY_NAME})")
+    try:
+        check_fold_row(row, evaluations)
+    except ProvenanceError as error:
+        raise SystemExit(str(error)) from error
+    return evaluations
+
+
+def fold_summaries(evaluations: list[FoldEvaluation]) -> dict[int, dict[str, dict]]:
+    """{fold: {organ: its scores in that fold's summary.json}} of one row's evaluations."""
+    per_fold: dict[int, dict[str, dict]] = {}
+    for evaluation in evaluations:
+        per_fold.setdefault(evaluation.fold, {}).update(evaluation.summary["organs"])
     return dict(sorted(per_fold.items()))
 
 
 def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
-    """One markdown table per metric, with a note where a metric was undefined for some scans."""
-    results = {row_name(row): fold_summaries(row) for row in rows}
+    """One markdown table per metric, with a note where a metric was undefined for some scans, and
+    one where query scans without an organ were skipped (docs/PROTOCOL.md)."""
+    evaluations = {row_name(row): row_evaluations(row) for row in rows}
+    results = {name: fold_summaries(row) for name, row in evaluations.items()}
     sections = []
     for metric in metrics:
         title = f"{metric} ({METRICS[metric].unit}), mean ± std over folds"
         notes = [f"{name}: {count} query scan(s) without a value (empty prediction), left out of the means"
                  for name, count in undefined_counts(results, metric).items() if count]
         sections.append("\n\n".join([title, fold_table(results, metric), *notes]))
+    skipped = {name: sum(evaluation.summary.get("n_skipped_scans", 0) for evaluation in row)
+               for name, row in evaluations.items()}
+    sections += [f"{name}: {count} query scan(s) skipped for an organ absent from them (docs/PROTOCOL.md, "
+                 f"\"Organs absent from a query scan\")" for name, count in skipped.items() if count]
     return "\n\n".join(sections)
 
 

@@ -1,5 +1,6 @@
 """The composed Sacred config: the originals' per-model values, order-independent profiles, fp32,
-COCO weights in the paper's configuration and a clear, immediate stop when they are missing."""
+COCO weights in the paper's configuration and a clear, immediate stop when they are missing; values
+out of range refused before step 1 with their range."""
 import urllib.error
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 import train as train_script  # noqa: F401  (registers the "train" main)
 from config import ex
+from experiment.config_checks import ConfigError, check_training_config
 from models.encoder import PretrainedWeightsError
 
 
@@ -48,3 +50,42 @@ def test_missing_coco_weights_stop_training_before_any_data_is_read(tmp_path, mo
                named_configs=["chaost2", "psmnet"], options={"--loglevel": "ERROR"})
     assert "COCO_WITH_VOC_LABELS_V1" in str(error.value) and "local .pth" in str(error.value)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pth"))
+
+
+@pytest.mark.parametrize("updates,message", [
+    (dict(n_validation_scans=0), r"n_validation_scans=0 is out of range: expected 1\.\.7 \(the training scans of DEMO "
+                                 r"fold 0\) while validate_every=500; validate_every=0"),
+    (dict(n_validation_scans=8), r"n_validation_scans=8 is out of range: expected 1\.\.7"),
+    (dict(checkpoint_every=0), r"checkpoint_every=0 is out of range: expected an integer >= 1"),
+    (dict(validate_every=-1), r"validate_every=-1 is out of range: expected an integer >= 0 \(0: never validate\)"),
+    (dict(n_steps=0), r"n_steps=0 is out of range: expected an integer >= 1"),
+    (dict(batch_size=0), r"batch_size=0 is out of range"),
+    (dict(eval_batch_size=0), r"eval_batch_size=0 is out of range"),
+    (dict(lr_decay_every=0), r"lr_decay_every=0 is out of range"),
+    (dict(log_every=2.5), r"log_every=2\.5 is out of range: expected an integer >= 1"),
+    (dict(lr=0.0), r"lr=0\.0 is out of range: expected a number > 0"),
+    (dict(warmup_steps=-1), r"warmup_steps=-1 is out of range: expected an integer >= 0 \(0: no warm-up\)"),
+    (dict(optimizer="adam"), r"optimizer='adam'.*sgd.*adamw"),
+    (dict(class_weights=[1.0]), r"class_weights=\[1\.0\]: expected 2 numbers >= 0"),
+    (dict(image_size=24), r"image_size=24 is out of range: expected None or an integer >= 32 \(output_stride 8 x "
+                          r"the 4 x 4 feature grid that alpnet needs\)"),
+])
+def test_a_config_value_that_would_stop_a_run_later_is_refused_with_its_range(updates, message):
+    with pytest.raises(ConfigError, match=message):
+        check_training_config(composed("demo", "cpu", "alpnet", **updates))
+
+
+def test_the_protocol_configs_pass_the_checks_and_small_images_suit_models_without_windows():
+    for named_configs in [("chaost2", "psmnet"), ("chaost2", "alpnet"), ("sabs", "setting2", "panet"),
+                          ("demo", "cpu", "psm_only")]:
+        check_training_config(composed(*named_configs))
+    check_training_config(composed("demo", "cpu", "psmnet", image_size=24))  # 3 x 3 features suit PSMnet
+    check_training_config(composed("demo", "cpu", "alpnet", validate_every=0, n_validation_scans=0))
+
+
+def test_train_refuses_a_value_out_of_range_before_it_writes_anything(tmp_path):
+    with pytest.raises(ConfigError, match="n_validation_scans=0"):
+        ex.run("train", config_updates=dict(data_root=str(tmp_path / "no_data"), runs_root=str(tmp_path / "runs"),
+                                            n_validation_scans=0),
+               named_configs=["demo", "cpu"], options={"--loglevel": "ERROR"})
+    assert not any((tmp_path / "runs").rglob("*.pth"))

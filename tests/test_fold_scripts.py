@@ -10,21 +10,34 @@ from compare_evaluations import comparison_table  # noqa: E402
 from summarize_curves import curve_tables  # noqa: E402
 from summarize_folds import summary_tables  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
-from utils.io import write_json  # noqa: E402
+from utils.io import read_json, write_json  # noqa: E402
 
 CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 
 
 def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100,
-                  organ_hd95: dict[str, tuple[float, int]] | None = None) -> Path:
-    """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)}."""
+                  organ_hd95: dict[str, tuple[float, int]] | None = None, training: dict | None = None,
+                  mismatch: dict | None = None) -> Path:
+    """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)};
+    training: the checkpoint's training config (None: a summary written before provenance was recorded)."""
     folder = run_dir / f"evaluation_fold{fold}"
     organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
     for organ, (hd95, undefined) in (organ_hd95 or {}).items():
         organs[organ].update(hd95=hd95, undefined={"dice": 0, "hd95": undefined})
     mean = sum(organ_dice.values()) / len(organ_dice)
-    write_json({"organs": organs, "mean_dice": mean, "step": step}, folder / "summary.json")
+    summary = {"organs": organs, "mean_dice": mean, "step": step}
+    if training is not None:
+        summary.update(training_config={**training, "eval_fold": fold}, config_mismatch=mismatch or {},
+                       allow_config_mismatch=bool(mismatch))
+    write_json(summary, folder / "summary.json")
     return folder
+
+
+def training_config(**changes) -> dict:
+    """A training config as checkpoints store it (the keys that matter here)."""
+    return {"dataset": "CHAOST2", "setting": 1, "label_group": 0, "model": {"name": "psmnet", "encoder": "resnet101"},
+            "model_options": {}, "lr": 1e-3, "n_steps": 100, "seed": 1234, "run_name": None, "device": "cuda",
+            **changes}
 
 
 def summary_table(rows: list[str], metric: str = "dice") -> str:
@@ -77,6 +90,58 @@ def test_hd95_table_in_millimetres_notes_scans_without_a_value(tmp_path):
 def test_missing_folds_are_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no evaluated folds"):
         summary_table([str(tmp_path / "nothing_here")])
+
+
+def test_folds_of_one_model_and_config_form_a_row_whatever_their_bookkeeping(tmp_path):
+    write_summary(tmp_path / "X_setting1_psmnet_fold0", 0, {"liver": 0.8}, training=training_config())
+    write_summary(tmp_path / "X_setting1_psmnet_fold1", 1, {"liver": 0.6},
+                  training=training_config(device="cpu", run_name="X_setting1_psmnet_fold1"))
+    assert summary_table([str(tmp_path / "X_setting1_psmnet")]).splitlines()[2].startswith("| X_setting1_psmnet | 2 |")
+
+
+@pytest.mark.parametrize("changes,key", [(dict(model={"name": "alpnet", "encoder": "resnet101"}), "model"),
+                                         (dict(lr=0.01), "lr"), (dict(setting=2), "setting"),
+                                         (dict(model_options={"use_mcam": False}), "model_options")])
+def test_a_row_mixing_models_or_training_configs_is_refused_naming_the_key(tmp_path, changes, key):
+    write_summary(tmp_path / "X_setting1_psmnet_fold0", 0, {"liver": 0.8}, training=training_config())
+    write_summary(tmp_path / "X_setting1_psmnet_fold1", 1, {"liver": 0.6}, training=training_config(**changes))
+    with pytest.raises(SystemExit, match=rf"trained with different {key} \("):
+        summary_table([str(tmp_path / "X_setting1_psmnet")])
+
+
+def test_a_row_refuses_a_fold_evaluated_against_its_training_config_or_trained_on_another_fold(tmp_path):
+    write_summary(tmp_path / "X_psmnet_fold0", 0, {"liver": 0.8}, training=training_config(),
+                  mismatch={"eval_fold": {"trained": 1, "evaluated": 0}})
+    with pytest.raises(SystemExit, match="allow_config_mismatch=True .*eval_fold: requested 0, trained with 1"):
+        summary_table([str(tmp_path / "X_psmnet")])
+    summary = write_summary(tmp_path / "Y_psmnet_fold1", 1, {"liver": 0.8}, training=training_config()) / "summary.json"
+    write_json({**read_json(summary), "training_config": training_config(eval_fold=0)}, summary)
+    with pytest.raises(SystemExit, match="trained on fold 0, but its run folder is fold 1"):
+        summary_table([str(tmp_path / "Y_psmnet")])
+
+
+def test_setting2_groups_of_one_row_may_differ_in_label_group_only(tmp_path):
+    for fold in (0, 1):
+        write_summary(tmp_path / f"X_group0_psmnet_fold{fold}", fold, {"liver": 0.8},
+                      training=training_config(setting=2, label_group=0))
+        write_summary(tmp_path / f"X_group1_psmnet_fold{fold}", fold, {"right_kidney": 0.6},
+                      training=training_config(setting=2, label_group=1))
+    row = f"{tmp_path}/X_group0_psmnet+{tmp_path}/X_group1_psmnet"
+    assert summary_table([row]).splitlines()[2].endswith("| 2 | 80.00 ± 0.00 | 60.00 ± 0.00 | 70.00 ± 0.00 |")
+    write_summary(tmp_path / "Z_psmnet_fold0", 0, {"liver": 0.8}, training=training_config(setting=2, label_group=0))
+    write_summary(tmp_path / "Z_psmnet_fold1", 1, {"liver": 0.8}, training=training_config(setting=2, label_group=1))
+    with pytest.raises(SystemExit, match="trained with different label_group"):  # one prefix: one group
+        summary_table([str(tmp_path / "Z_psmnet")])
+
+
+def test_fold_tables_say_how_many_query_scans_were_skipped_for_an_absent_organ(tmp_path):
+    for fold, skipped in ((0, 1), (1, 2)):
+        summary = write_summary(tmp_path / f"X_psmnet_fold{fold}", fold, {"liver": 0.8}) / "summary.json"
+        write_json({**read_json(summary), "n_skipped_scans": skipped}, summary)
+    write_summary(tmp_path / "Y_psmnet_fold0", 0, {"liver": 0.8})
+    output = summary_tables([str(tmp_path / "X_psmnet"), str(tmp_path / "Y_psmnet")], ("dice",))
+    assert output.endswith("\n\nX_psmnet: 3 query scan(s) skipped for an organ absent from them "
+                           "(docs/PROTOCOL.md, \"Organs absent from a query scan\")")
 
 
 def test_comparison_puts_evaluations_side_by_side(tmp_path):

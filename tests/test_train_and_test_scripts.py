@@ -1,7 +1,9 @@
-"""train.py and test.py through Sacred on small demo data: results, resume, tensorboard, errors."""
+"""train.py and test.py through Sacred on small demo data: results, resume, tensorboard, errors,
+evaluations bound to their checkpoint's run and training config, organs absent from a scan."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -18,16 +20,21 @@ import test as test_script  # noqa: F401  (registers the "test" command)
 import train as train_script
 from config import ex
 from dataloaders.demo_data import write_demo_dataset
+from dataloaders.folds import fold_split
 from dataloaders.specs import get_spec
 from evaluation.metrics import METRICS
 from experiment.assembly import upgrade_saved_config
+from experiment.config_checks import ConfigError
 from experiment.layout import RunLayout
+from experiment.provenance import ProvenanceError
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.io import DataError, read_array, read_image, read_json
+from utils.io import DataError, read_array, read_image, read_json, write_array_like
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_IMAGE_SIZE = 64
 DEMO_SLICE_SIZE = 64
+SPLEEN = 4  # the spleen's label in the demo scans
+SCANS_WITHOUT_SPLEEN = (1, 4)  # fold 0: query scan 1, and scan 4, the first training scan (validation)
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +177,102 @@ def test_checkpoint_of_another_model_is_rejected(demo_root, tmp_path):
     with pytest.raises(CheckpointError, match="does not match the requested model.*alpnet"):
         run("test", {**config, "run_name": "DEMO_setting1_alpnet_fold0"}, named_configs=("demo", "cpu", "psmnet"))
     assert checkpoint.is_file()
+
+
+def test_an_evaluation_lives_in_the_run_of_its_checkpoint_and_records_where_its_scores_come_from(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
+    run("train", {**config, "run_name": "base"})
+    run("train", {**config, "run_name": "other", "lr": 0.02}, named_configs=("demo", "cpu", "alpnet"))
+    other_checkpoint = last_checkpoint(tmp_path / "other")
+    with pytest.raises(ProvenanceError, match=r"belongs to run .*other, but run_name='base' names run .*base: its "
+                                              r"scores would be written into another run's folder"):
+        run("test", {**config, "run_name": "base", "checkpoint": str(other_checkpoint)})
+    assert not (tmp_path / "base" / "evaluation_fold0").exists()
+
+    run("test", {**config, "checkpoint": str(other_checkpoint)})
+    assert not (tmp_path / "base" / "evaluation_fold0").exists()
+    summary = read_json(tmp_path / "other" / "evaluation_fold0" / "summary.json")
+    assert summary["checkpoint"] == str(other_checkpoint)
+    assert summary["checkpoint_sha256"] == hashlib.sha256(other_checkpoint.read_bytes()).hexdigest()
+    assert (summary["step"], summary["model_name"], summary["model_label"]) == (1, "alpnet", "alpnet")
+    assert (summary["dataset"], summary["setting"], summary["label_group"], summary["eval_fold"]) == ("DEMO", 1, 0, 0)
+    assert summary["training_config"]["lr"] == 0.02 and summary["training_config"]["run_name"] == "other"
+    assert summary["config_mismatch"] == {} and summary["allow_config_mismatch"] is False
+
+    stray = tmp_path / "stray.pth"
+    shutil.copy(other_checkpoint, stray)
+    with pytest.raises(ProvenanceError, match=r"stray\.pth: not inside a run folder"):
+        run("test", {**config, "checkpoint": str(stray)})
+
+
+def test_a_fold_or_setting_contradicting_the_checkpoint_is_refused_unless_explicitly_allowed(demo_root, tmp_path,
+                                                                                            caplog):
+    config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0, run_name="base")
+    run("train", config)
+    with pytest.raises(ConfigError, match=r"eval_fold: requested 1, trained with 0 \(fold 1's query scans were among "
+                                          r"its training scans\).*allow_config_mismatch=True"):
+        run("test", {**config, "eval_fold": 1})
+    with pytest.raises(ConfigError, match=r"setting: requested 2, trained with 1"):
+        run("test", config, named_configs=("demo", "cpu", "setting2"))
+    assert not list((tmp_path / "base").glob("evaluation_fold*"))
+
+    with caplog.at_level(logging.WARNING, logger="experiment.provenance"):
+        run("test", {**config, "eval_fold": 1, "allow_config_mismatch": True})
+    assert "eval_fold: requested 1, trained with 0" in caplog.text
+    summary = read_json(tmp_path / "base" / "evaluation_fold1" / "summary.json")
+    assert summary["eval_fold"] == 1 and summary["allow_config_mismatch"] is True
+    assert summary["config_mismatch"] == {"eval_fold": {"trained": 0, "evaluated": 1}}
+    scored = {int(scan_id) for organ in summary["organs"].values() for scan_id in organ["scans"]}
+    assert scored == set(fold_split(get_spec("DEMO"), 1).query_ids)
+
+
+def test_setting_label_group_and_fold_are_taken_from_the_checkpoint(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
+    run("train", {**config, "setting": 2, "label_group": 1, "eval_fold": 2})
+    run_dir = tmp_path / "DEMO_setting2_group1_psmnet_fold2"
+    run("test", {**config, "checkpoint": str(last_checkpoint(run_dir))})  # the request names none of them
+    summary = read_json(run_dir / "evaluation_fold2" / "summary.json")
+    assert (summary["setting"], summary["label_group"], summary["eval_fold"]) == (2, 1, 2)
+    assert set(summary["organs"]) == {"right_kidney", "left_kidney"}
+    scored = {int(scan_id) for organ in summary["organs"].values() for scan_id in organ["scans"]}
+    assert scored == set(fold_split(get_spec("DEMO"), 2).query_ids)
+
+
+@pytest.fixture(scope="module")
+def demo_root_without_spleen(demo_root, tmp_path_factory) -> Path:
+    """The demo scans with the spleen erased from scan 1 (a query scan of fold 0) and scan 4 (fold
+    0's first training scan, its validation scan)."""
+    root = tmp_path_factory.mktemp("data_without_spleen")
+    for path in (demo_root / "DEMO").glob("*_*.nii.gz"):
+        (root / "DEMO").mkdir(exist_ok=True)
+        shutil.copy(path, root / "DEMO" / path.name)
+    for scan_id in SCANS_WITHOUT_SPLEEN:
+        path = root / "DEMO" / f"label_{scan_id}.nii.gz"
+        labels = read_array(path)
+        labels[labels == SPLEEN] = 0
+        write_array_like(labels, read_image(path), path)
+    return root
+
+
+def test_an_organ_absent_from_a_scan_is_skipped_in_validation_and_reported_at_test(demo_root_without_spleen, tmp_path,
+                                                                                  capsys):
+    config = tiny_config(demo_root_without_spleen, tmp_path, n_steps=2, validate_every=1, n_validation_scans=1)
+    run("train", config)  # its validation scan has no spleen: the spleen is left out of validation
+    run_dir = tmp_path / "DEMO_setting1_psmnet_fold0"
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("validation_dice/liver")] == [1, 2]
+    assert "validation_dice/spleen" not in events.Tags()["scalars"]
+
+    run("test", config)
+    output_dir = run_dir / "evaluation_fold0"
+    summary = read_json(output_dir / "summary.json")
+    assert summary["skipped_scans"] == {"spleen": [1]} and summary["n_skipped_scans"] == 1
+    assert set(summary["organs"]["spleen"]["scans"]) == {"2"}
+    assert set(summary["organs"]["liver"]["scans"]) == {"1", "2"}
+    note = "Skipped 1 query scan(s) of an organ absent from them, not scored"
+    assert f"{note} (docs/PROTOCOL.md, \"Organs absent from a query scan\"): spleen: scan(s) 1" in capsys.readouterr().out
+    assert note in (output_dir / "table.md").read_text()
 
 
 def test_missing_data_root_names_the_folder_and_the_setting(tmp_path):

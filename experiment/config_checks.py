@@ -1,0 +1,129 @@
+"""Every config value that could stop a run later, checked before the model is built, in one place.
+
+train.py calls `check_training_config` and test.py `check_evaluation_config` on the composed config
+before anything is built, so that a value out of range stops the run at once with the range in the
+message, not at the first validation (`n_validation_scans=0`: IndexError), the first checkpoint
+(`checkpoint_every=0`: ZeroDivisionError) or in the middle of a forward pass (an `image_size` too
+small for the model's feature grid). Values that the library checks where it uses them (dataset,
+fold, shots, setting, label group, precision, metrics, model options) are checked here by calling
+those same checks, before the minutes of model building and superpixels that precede their use.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+from dataloaders.experiment_data import TRAINING_MODES, tested_labels
+from dataloaders.folds import fold_split
+from dataloaders.slice_selection import EXCLUSION_RULES
+from dataloaders.specs import get_spec
+from evaluation.metrics import check_metric_names
+from experiment.optimisation import OPTIMIZERS
+from models import minimum_feature_size
+from utils.runtime import check_precision
+
+# key -> smallest valid integer, for counts that train.py uses (no upper bound)
+TRAINING_COUNTS = {
+    "n_steps": 1,
+    "batch_size": 1,
+    "steps_per_epoch": 1,
+    "log_every": 1,
+    "checkpoint_every": 1,
+    "validate_every": 0,
+    "lr_decay_every": 1,
+    "warmup_steps": 0,
+    "num_workers": 0,
+    "min_superpixel_area": 0,
+    "min_supervised_foreground_area": 0,
+}
+# key -> smallest valid integer, for counts that evaluation (test.py and validation) uses
+EVALUATION_COUNTS = {"eval_batch_size": 1, "n_shots": 1, "n_parts": 1, "z_margin": 0}
+# what the smallest value of a count means, where it has a meaning of its own
+COUNT_MEANINGS = {"validate_every": "0: never validate", "warmup_steps": "0: no warm-up", "num_workers": "0: load in the training process"}
+# keys that must be non-negative numbers
+NON_NEGATIVE_NUMBERS = ("weight_decay", "momentum", "alignment_loss_weight", "dice_loss_weight")
+N_CLASSES = 2  # background and foreground: one cross-entropy weight each
+
+
+class ConfigError(ValueError):
+    """A config value is out of its valid range, or contradicts the checkpoint it is used with."""
+
+
+def check_evaluation_config(config: dict) -> None:
+    """The keys test.py and validation read: counts, dataset and fold, setting, precision, metrics."""
+    _check_counts(config, EVALUATION_COUNTS)
+    spec = get_spec(config["dataset"])
+    fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
+    tested_labels(spec, config["setting"], config["label_group"])
+    check_precision(config["precision"])
+    check_metric_names(config["metrics"])
+
+
+def check_training_config(config: dict) -> None:
+    """Everything `check_evaluation_config` checks, and the keys only training reads."""
+    check_evaluation_config(config)
+    _check_counts(config, TRAINING_COUNTS)
+    _check_choice(config, "training_mode", TRAINING_MODES)
+    _check_choice(config, "exclusion_rule", EXCLUSION_RULES)
+    _check_choice(config, "optimizer", OPTIMIZERS)
+    for key in NON_NEGATIVE_NUMBERS:
+        if not _is_number(config[key]) or config[key] < 0:
+            raise ConfigError(f"config: {key}={config[key]!r} is out of range: expected a number >= 0")
+    if not _is_number(config["lr"]) or not config["lr"] > 0:
+        raise ConfigError(f"config: lr={config['lr']!r} is out of range: expected a number > 0")
+    if not _is_number(config["lr_decay"]) or not 0 < config["lr_decay"] <= 1:
+        raise ConfigError(f"config: lr_decay={config['lr_decay']!r} is out of range: expected a number in (0, 1]")
+    weights = config["class_weights"]
+    if (not isinstance(weights, (list, tuple)) or len(weights) != N_CLASSES
+            or not all(_is_number(weight) and weight >= 0 for weight in weights)):
+        raise ConfigError(f"config: class_weights={weights!r}: expected {N_CLASSES} numbers >= 0 "
+                          f"[background, foreground]")
+    _check_validation_scans(config)
+    _check_image_size(config)
+
+
+def _check_validation_scans(config: dict) -> None:
+    if config["validate_every"] == 0:
+        return
+    spec = get_spec(config["dataset"])
+    n_training_scans = len(fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"]).train_ids)
+    value = config["n_validation_scans"]
+    if not _is_integer(value) or not 1 <= value <= n_training_scans:
+        raise ConfigError(
+            f"config: n_validation_scans={value!r} is out of range: expected 1..{n_training_scans} (the training "
+            f"scans of {spec.name} fold {config['eval_fold']}) while validate_every={config['validate_every']}; "
+            f"validate_every=0 trains without validation")
+
+
+def _check_image_size(config: dict) -> None:
+    """image_size must give the model a feature grid its pooling windows fit in (None: files' own size)."""
+    model = config["model"]
+    smallest_grid = minimum_feature_size(model["name"], config["model_options"])
+    smallest_size = model["output_stride"] * smallest_grid
+    size = config["image_size"]
+    if size is not None and (not _is_integer(size) or size < smallest_size):
+        raise ConfigError(
+            f"config: image_size={size!r} is out of range: expected None or an integer >= {smallest_size} "
+            f"(output_stride {model['output_stride']} x the {smallest_grid} x {smallest_grid} feature grid that "
+            f"{model['name']} needs)")
+
+
+def _check_counts(config: dict, minimums: dict[str, int]) -> None:
+    for key, minimum in minimums.items():
+        value = config[key]
+        if not _is_integer(value) or value < minimum:
+            meaning = f" ({COUNT_MEANINGS[key]})" if key in COUNT_MEANINGS else ""
+            raise ConfigError(f"config: {key}={value!r} is out of range: expected an integer >= {minimum}{meaning}")
+
+
+def _check_choice(config: dict, key: str, choices: tuple[str, ...]) -> None:
+    if config[key] not in choices:
+        raise ConfigError(f"config: {key}={config[key]!r}: expected one of {choices}")
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,171 @@
+"""What ties an evaluation to the checkpoint it scored (docs/DESIGN.md, "Evaluation provenance").
+
+- `evaluation_run`: an evaluation is written into the run folder of its checkpoint, never into
+  another run's;
+- `bind_to_checkpoint`: test.py evaluates with the dataset, setting, label group and fold the
+  checkpoint was trained with; a request that contradicts them is refused unless
+  `allow_config_mismatch=True`, which is then recorded;
+- `evaluation_provenance`: what summary.json records of the checkpoint (path, SHA-256, step,
+  model, training config) and of the evaluation (dataset, fold, setting, label group, overrides);
+- `check_fold_row`: summarize_folds puts in one table row only evaluations of one model trained
+  with one config, folds apart.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Collection, Sequence
+
+from experiment.config_checks import ConfigError
+from experiment.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+# Config keys that do not change what a run learns or which scans it sees: where files are, how
+# often it logs, checkpoints and validates, what test.py writes. Runs that differ only in these
+# are the same experiment.
+BOOKKEEPING_KEYS = frozenset({
+    "resume", "num_workers", "log_every", "checkpoint_every", "validate_every", "device", "eval_batch_size",
+    "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root", "derived_root", "runs_root",
+    "run_name", "allow_config_mismatch",
+})
+# what test.py takes from the checkpoint's training config rather than from the request
+BOUND_KEYS = ("dataset", "setting", "label_group", "eval_fold")
+OVERRIDE_KEY = "allow_config_mismatch"
+TRAINING_CONFIG_KEY = "training_config"
+MISMATCH_KEY = "config_mismatch"
+HASH_CHUNK_BYTES = 1 << 20  # read checkpoints in 1 MiB pieces to hash them
+
+
+class ProvenanceError(ValueError):
+    """Scores would be written to, or tabulated as, a run they do not belong to."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def evaluation_run(checkpoint: Path, config: dict) -> RunLayout:
+    """The run folder the evaluation of `checkpoint` goes to: the checkpoint's own run.
+
+    Refused when the checkpoint lies outside a run folder, or when `run_name` names another run.
+    """
+    owner = RunLayout.of_checkpoint(checkpoint)
+    if owner is None:
+        raise ProvenanceError(
+            f"{checkpoint}: not inside a run folder (<runs_root>/<run_name>/checkpoints/<name>.pth), so its "
+            f"evaluation has no run to live in; copy it into the checkpoints/ folder of a run of its own and pass "
+            f"that path")
+    requested = RunLayout.of(config)
+    if config["run_name"] is not None and requested.folder.resolve() != owner.folder.resolve():
+        raise ProvenanceError(
+            f"{checkpoint} belongs to run {owner.folder}, but run_name={config['run_name']!r} names run "
+            f"{requested.folder}: its scores would be written into another run's folder; drop run_name (the "
+            f"evaluation then goes to {owner.folder}) or pass that run's own checkpoint")
+    return owner
+
+
+def bind_to_checkpoint(trained: dict, requested: dict, explicit: Collection[str],
+                       checkpoint: Path) -> tuple[dict, dict]:
+    """The config to evaluate with, and the mismatches allowed: {key: {"trained": .., "evaluated": ..}}.
+
+    Each of BOUND_KEYS takes the checkpoint's training value, unless the request set it
+    (`explicit`: the keys the command line or named configs changed) to another value: that is
+    refused, or with `allow_config_mismatch=True` evaluated as requested, with a warning.
+    """
+    evaluated = dict(requested)
+    mismatches = {}
+    for key in BOUND_KEYS:
+        if key in explicit and requested[key] != trained[key]:
+            mismatches[key] = {"trained": trained[key], "evaluated": requested[key]}
+        else:
+            evaluated[key] = trained[key]
+    if not mismatches:
+        return evaluated, {}
+    details = "; ".join(_describe_mismatch(key, values) for key, values in mismatches.items())
+    if not requested[OVERRIDE_KEY]:
+        raise ConfigError(f"{checkpoint}: the request contradicts the checkpoint's training config ({details}); "
+                          f"drop the key to evaluate as trained, or pass {OVERRIDE_KEY}=True to evaluate anyway "
+                          f"(recorded in summary.json)")
+    logger.warning("%s: evaluating against the checkpoint's training config (%s), as %s=True asks", checkpoint,
+                   details, OVERRIDE_KEY)
+    return evaluated, mismatches
+
+
+def _describe_mismatch(key: str, values: dict) -> str:
+    text = f"{key}: requested {values['evaluated']!r}, trained with {values['trained']!r}"
+    if key == "eval_fold":
+        text += f" (fold {values['evaluated']}'s query scans were among its training scans)"
+    return text
+
+
+def evaluation_provenance(checkpoint: Path, step: int, trained: dict, evaluated: dict, mismatches: dict) -> dict:
+    """The summary.json fields that say what was scored: the evaluated dataset, fold, setting and
+    label group, the checkpoint (path, SHA-256, step), its model and full training config, and any
+    mismatch that `allow_config_mismatch` let through."""
+    return {
+        **{key: evaluated[key] for key in BOUND_KEYS},
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "step": step,
+        "model_name": trained["model"]["name"],
+        "model_label": trained.get("model_label") or trained["model"]["name"],
+        OVERRIDE_KEY: bool(evaluated[OVERRIDE_KEY]),
+        MISMATCH_KEY: mismatches,
+        TRAINING_CONFIG_KEY: trained,
+    }
+
+
+@dataclass(frozen=True)
+class FoldEvaluation:
+    """One fold's summary.json in a table row: the run prefix it was found under, its fold, its path."""
+
+    prefix: str
+    fold: int
+    path: Path
+    summary: dict
+
+
+def check_fold_row(row: str, evaluations: Sequence[FoldEvaluation]) -> None:
+    """Refuse a table row whose evaluations are not one model trained with one config, folds apart.
+
+    Prefixes joined by '+' (Setting 2: one run per organ group) may differ in `label_group` too.
+    Summaries written before evaluations recorded their training config are accepted with a warning.
+    """
+    unchecked = [evaluation for evaluation in evaluations if TRAINING_CONFIG_KEY not in evaluation.summary]
+    for evaluation in unchecked:
+        logger.warning("%s: written before evaluations recorded their training config; not checked against "
+                       "the rest of row %s", evaluation.path, row)
+    checked = [evaluation for evaluation in evaluations if TRAINING_CONFIG_KEY in evaluation.summary]
+    for evaluation in checked:
+        if evaluation.summary.get(MISMATCH_KEY):
+            details = "; ".join(_describe_mismatch(key, values)
+                                for key, values in evaluation.summary[MISMATCH_KEY].items())
+            raise ProvenanceError(f"{evaluation.path}: evaluated with {OVERRIDE_KEY}=True ({details}), not as the "
+                                  f"protocol evaluates; evaluate the run again without it to put it in a fold table")
+        trained_fold = evaluation.summary[TRAINING_CONFIG_KEY]["eval_fold"]
+        if trained_fold != evaluation.fold:
+            raise ProvenanceError(f"{evaluation.path}: its checkpoint was trained on fold {trained_fold}, but its run "
+                                  f"folder is fold {evaluation.fold} of {evaluation.prefix}")
+    joins_groups = len({evaluation.prefix for evaluation in evaluations}) > 1
+    varying = BOOKKEEPING_KEYS | {"eval_fold"} | ({"label_group"} if joins_groups else set())
+    for first, other in zip(checked, checked[1:]):
+        first_config, other_config = first.summary[TRAINING_CONFIG_KEY], other.summary[TRAINING_CONFIG_KEY]
+        differing = sorted(key for key in first_config.keys() | other_config.keys()
+                           if key not in varying and first_config.get(key) != other_config.get(key))
+        if differing:
+            key = differing[0]
+            raise ProvenanceError(
+                f"{row}: {first.path} and {other.path} were trained with different {key} "
+                f"({first_config.get(key)!r} vs {other_config.get(key)!r}; all differing keys: {differing}); one row "
+                f"holds one model trained with one config, folds apart")
+        if first.summary["step"] != other.summary["step"]:
+            raise ProvenanceError(f"{row}: {first.path} and {other.path} evaluate checkpoints of different training "
+                                  f"steps ({first.summary['step']} vs {other.summary['step']})")
