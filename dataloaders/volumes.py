@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dataloaders.specs import DatasetSpec
-from utils.io import DataError, read_image, read_json
+from utils.io import DataError, image_voxels, read_image, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -148,14 +148,6 @@ def _remap_labels(stored: np.ndarray, spec: DatasetSpec, path: Path) -> np.ndarr
     return targets[np.searchsorted(keys, values)]
 
 
-def _voxels(image: sitk.Image, path: Path) -> np.ndarray:
-    """(Z, Y, X) voxel array of an image already read from `path`."""
-    try:
-        return sitk.GetArrayFromImage(image)
-    except RuntimeError as error:
-        raise DataError(f"{path}: voxel data cannot be decoded (corrupt or truncated?): {error}") from None
-
-
 def read_raw_scan(dataset_dir: str | os.PathLike, spec: DatasetSpec, scan_id: int) -> RawScan:
     """Read and validate `image_<id>` and `label_<id>` of `dataset_dir` (no normalisation)."""
     dataset_dir = Path(dataset_dir)
@@ -169,10 +161,8 @@ def read_raw_scan(dataset_dir: str | os.PathLike, spec: DatasetSpec, scan_id: in
     if image.GetDimension() != 3:
         raise DataError(f"{image_file}: expected a 3D volume, got {image.GetDimension()}D")
     _check_same_geometry(image, label, label_file, image_file)
-    intensities = _voxels(image, image_file).astype(np.float32)
-    if not np.all(np.isfinite(intensities)):
-        raise DataError(f"{image_file}: contains NaN or infinite intensities")
-    labels = _remap_labels(_voxels(label, label_file), spec, label_file)
+    intensities = image_voxels(image, image_file).astype(np.float32)  # read_image refused non-finite voxels
+    labels = _remap_labels(image_voxels(label, label_file), spec, label_file)
     return RawScan(scan_id=int(scan_id), intensities=intensities, labels=labels, reference=image)
 
 
@@ -225,7 +215,7 @@ def _read_superpixels(derived_dir: Path, raw: RawScan, image_file: Path) -> np.n
         raise DataError(f"{path}: superpixels missing; run {PSEUDOLABEL_SCRIPT} (or ensure_derived_files)")
     superpixels = read_image(path)
     _check_same_geometry(raw.reference, superpixels, path, image_file)
-    return _voxels(superpixels, path).astype(np.int32)
+    return image_voxels(superpixels, path).astype(np.int32)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
