@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -329,6 +330,12 @@ def image_voxels(image: sitk.Image, path: str | os.PathLike) -> np.ndarray:
 def read_array(path: str | os.PathLike) -> np.ndarray:
     """Voxel array of an image file, (Z, Y, X) for volumes."""
     return image_voxels(read_image(path), path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_json(path: str | os.PathLike) -> Any:
