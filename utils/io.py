@@ -26,6 +26,7 @@ import re
 import shutil
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -244,21 +245,33 @@ def write_array_like(array: np.ndarray, reference: sitk.Image, path: str | os.Pa
 
 NIFTI1_HEADER_BYTES = 348
 # NIfTI-1 datatype codes of floating-point voxels, and their numpy types (without byte order).
-NIFTI1_FLOAT_TYPES = {16: "f4", 64: "f8"}
+NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 
-def _nifti1_layout(header: bytes) -> tuple[str, int, int, int, int] | None:
-    """(byte order, datatype code, bits per voxel, voxel offset, number of voxels) of a NIfTI-1
-    header, or None when `header` is not one."""
+@dataclass(frozen=True)
+class NiftiLayout:
+    """Where a NIfTI file's voxels are: byte order ("<" or ">"), datatype code, bits per voxel,
+    offset of the first voxel and number of voxels."""
+
+    byte_order: str
+    datatype: int
+    bits_per_voxel: int
+    voxel_offset: int
+    n_voxels: int
+
+
+def nifti_layout(header: bytes) -> NiftiLayout | None:
+    """The layout a NIfTI-1 header announces, or None when `header` is not one (SimpleITK's NIfTI
+    reader knows NIfTI-1 only)."""
     if len(header) < NIFTI1_HEADER_BYTES:
         return None
     for order in "<>":
-        if np.frombuffer(header[:4], dtype=f"{order}i4")[0] == NIFTI1_HEADER_BYTES:
-            dims = np.frombuffer(header[40:56], dtype=f"{order}i2")
+        if int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) == NIFTI1_HEADER_BYTES:
+            dims = np.frombuffer(header[40:56], dtype=f"{order}i2").astype(np.int64)
             datatype, bits_per_voxel = (int(value) for value in np.frombuffer(header[70:74], dtype=f"{order}i2"))
             voxel_offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
-            n_voxels = int(np.prod(dims[1 : 1 + dims[0]].astype(np.int64)))
-            return order, datatype, bits_per_voxel, voxel_offset, n_voxels
+            n_voxels = int(np.prod(dims[1 : 1 + int(dims[0])]))
+            return NiftiLayout(order, datatype, bits_per_voxel, voxel_offset, n_voxels)
     return None
 
 
@@ -277,17 +290,16 @@ def _stored_nifti_bytes(path: Path) -> bytes | None:
 
 
 def _check_stored_voxels(path: Path, stored: bytes) -> None:
-    """Refuse a NIfTI-1 file shorter than its header announces, or with NaN / infinite voxels."""
-    layout = _nifti1_layout(stored[:NIFTI1_HEADER_BYTES])
+    """Refuse a NIfTI file shorter than its header announces, or with NaN / infinite voxels."""
+    layout = nifti_layout(stored[:NIFTI1_HEADER_BYTES])
     if layout is None:
         return
-    order, datatype, bits_per_voxel, voxel_offset, n_voxels = layout
-    expected = voxel_offset + n_voxels * bits_per_voxel // 8
+    expected = layout.voxel_offset + layout.n_voxels * layout.bits_per_voxel // 8
     if len(stored) < expected:
         raise DataError(f"{path}: truncated NIfTI file ({len(stored)} of {expected} bytes)")
-    if datatype in NIFTI1_FLOAT_TYPES:
-        voxels = np.frombuffer(stored, dtype=f"{order}{NIFTI1_FLOAT_TYPES[datatype]}", count=n_voxels,
-                               offset=voxel_offset)
+    if layout.datatype in NIFTI_FLOAT_TYPES:
+        voxels = np.frombuffer(stored, dtype=f"{layout.byte_order}{NIFTI_FLOAT_TYPES[layout.datatype]}",
+                               count=layout.n_voxels, offset=layout.voxel_offset)
         _check_finite(path, voxels)
 
 
