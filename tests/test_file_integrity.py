@@ -183,3 +183,26 @@ def test_png_is_written_with_opencv_colour_order(tmp_path):
     bgr[..., 2] = 200
     write_png(bgr, tmp_path / "overlay.png")
     assert np.array_equal(file_io.cv2.imread(str(tmp_path / "overlay.png")), bgr)
+
+
+def test_a_write_error_that_the_writer_swallows_still_fails_the_save(tmp_path, monkeypatch):
+    monkeypatch.setattr(file_io.os, "write", fail_after(0))
+    with pytest.raises(OutputError, match="scores.csv: cannot be written: no space left on device"):
+        with atomic_write(tmp_path / "scores.csv", "wb") as handle:
+            try:
+                handle.write(b"organ,dice\n")
+                handle.flush()
+            except OSError:
+                pass  # a careless writer
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_space_reported_by_fsync_fails_the_save(tmp_path, monkeypatch):
+    def no_space(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(file_io.os, "fsync", no_space)
+    with pytest.raises(OutputError, match="summary.json: cannot be written: no space left on device"):
+        file_io.write_json({"dice": 0.8}, tmp_path / "summary.json")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

@@ -182,9 +182,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         try:
             yield handle
             handle.flush()
+            raw.flush()
         finally:
             with contextlib.suppress(OSError, ValueError):
                 handle.close()  # after a failed write the buffer may not flush again
+        if raw.error is not None:  # a writer that swallowed the error must not publish a partial file
+            raise raw.error
         _publish(tmp_path, path)
     except (OSError, RuntimeError) as error:
         raise _write_failure(path, raw.error or error) from error
