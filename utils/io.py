@@ -54,6 +54,7 @@ class OutputError(OSError):
 _TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.tmp(?P<pid>\d+)-")
 # Below this much free space a failed write is reported as a full device.
 LOW_FREE_SPACE_BYTES = 16 * 2**20
+DEVICE_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # full disk, quota exceeded
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -88,7 +89,7 @@ def remove_stale_temporary_files(folder: str | os.PathLike, target_name: str | N
 
 def _write_failure(path: Path, error: BaseException) -> OutputError:
     """The error to raise when writing `path` failed with `error`, naming the file and the cause."""
-    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = isinstance(error, OSError) and error.errno in DEVICE_FULL_ERRNOS
     free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else None
     if full or (free is not None and free < LOW_FREE_SPACE_BYTES):
         cause = f"no space left on device ({free // 2**20 if free is not None else '?'} MiB free)"
