@@ -31,7 +31,7 @@ from experiment.config_checks import check_evaluation_config
 from experiment.layout import RunLayout
 from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
 from utils.checkpoint import CheckpointError
-from utils.io import atomic_path, write_image
+from utils.io import write_image, write_png
 from utils.runtime import check_precision, select_device
 from utils.tensorboard_panels import test_episode_panel
 
@@ -112,8 +112,7 @@ def save_overlays(episodes, predictions, folder: Path) -> None:
         panel = test_episode_panel(episode, predictions[(episode.label, episode.query_scan_id)])
         rgb = (panel.permute(1, 2, 0).numpy() * RGB_MAX).round().astype(np.uint8)
         path = folder / f"overlay_{episode.organ}_scan{episode.query_scan_id}.png"
-        with atomic_path(path, suffix=".png") as tmp_path:
-            cv2.imwrite(str(tmp_path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        write_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), path)
 
 
 if __name__ == "__main__":

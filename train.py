@@ -30,6 +30,7 @@ from experiment.optimisation import build_optimizer, build_scheduler
 from experiment.provenance import BOOKKEEPING_KEYS
 from experiment.training_step import episode_losses
 from utils.checkpoint import load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
+from utils.io import remove_stale_temporary_files
 from utils.runtime import check_precision, select_device
 from utils.seeding import make_generator, seed_everything, worker_init_fn
 from utils.tensorboard_panels import episode_panel, test_episode_panel
@@ -72,7 +73,8 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     scheduler = build_scheduler(config, optimizer)
     class_weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
 
-    # --- resume ----------------------------------------------------------------------------------
+    # --- resume (a save killed midway left a temporary file: it goes) -----------------------------
+    remove_stale_temporary_files(run.last_checkpoint.parent)
     start_step = 0
     if config["resume"] and run.last_checkpoint.is_file():
         state = load_checkpoint(run.last_checkpoint, map_location=device)

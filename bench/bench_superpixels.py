@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import composed_config  # noqa: E402
+from dataloaders.dataset_metadata import intensity_statistics  # noqa: E402
 from dataloaders.derived_files import ensure_derived_files  # noqa: E402
 from dataloaders.specs import get_spec  # noqa: E402
 from dataloaders.volumes import clear_scan_cache, load_scans, resolve_data_root  # noqa: E402
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                   workers=workers))
             print(f"{method} superpixels + dataset.json, {len(spec.scan_ids)} scans, {workers} worker(s): {seconds:.1f} s")
         clear_scan_cache()
-        load = lambda: load_scans(dataset_dir, spec, derived_dir=derived_dir, with_superpixels=True)  # noqa: E731
+        statistics = (intensity_statistics(dataset_dir, derived_dir, spec.scan_ids)  # every scan: a timing, no model
+                      if spec.normalization == "global" else None)
+        load = lambda: load_scans(dataset_dir, spec, derived_dir=derived_dir, with_superpixels=True,  # noqa: E731
+                                  intensity_statistics=statistics)
         cold, scans = timed(load)
         cached, _ = timed(load)
         n_slices = sum(scan.image.shape[0] for scan in scans.values())

@@ -4,8 +4,14 @@ docs/PROTOCOL.md, "Derived files" and "Preprocessing from the raw downloads" (CT
 "Data on disk". SSL-ALPNet also writes a class-slice index (`classmap_1.json`); here the episodes
 find the slices of a class in the label volumes they load (dataloaders/slice_selection.py), so no
 index file is written. `ensure_derived_files` is what `scripts/make_pseudolabels.py` and train.py
-(through experiment/assembly.py) call: it is idempotent (an output newer than all of its inputs is kept), writes atomically through
-`utils.io`, and computes superpixels of several scans in parallel processes.
+(through experiment/assembly.py) call: it is idempotent, writes atomically through `utils.io`, and
+computes superpixels of several scans in parallel processes.
+
+A derived file is reused only while the content of its inputs is what it was computed from:
+`derived_files.json` (in the derived folder) records, per derived file, the SHA-256 of each input
+file and of the derived file itself, and how it was computed. Timestamps are not trusted
+(`cp -p`, `rsync -a` and `tar x` give a replaced input an older time), and a derived file whose
+own content changed (truncated, damaged) is computed again, with a log line saying why.
 """
 from __future__ import annotations
 
@@ -27,18 +33,53 @@ from dataloaders.volumes import (
     read_raw_scan,
     superpixel_path,
 )
-from utils.io import write_array_like
+from utils.io import DataError, file_sha256, read_json, write_array_like, write_json
 
 logger = logging.getLogger(__name__)
 
 SUPERPIXEL_METHODS = ("2d",)
+DERIVED_RECORDS_NAME = "derived_files.json"
+METADATA_RECIPE = "dataset metadata"  # the recipe recorded for dataset.json
+DAMAGED = "damaged or truncated: its content differs from what was written"
 
 
-def _is_up_to_date(output: Path, inputs: list[Path]) -> bool:
-    if not output.is_file():
-        return False
-    newest_input = max(path.stat().st_mtime_ns for path in inputs)
-    return output.stat().st_mtime_ns >= newest_input
+class DerivedFileRecords:
+    """`derived_files.json`: {derived file name: {"inputs": {input name: sha256}, "recipe": how it
+    was computed, "sha256": of the derived file}}, the proof that a derived file is current."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / DERIVED_RECORDS_NAME
+        self.records: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self.records = dict(read_json(self.path))
+            except (DataError, TypeError, ValueError) as error:
+                logger.warning("%s: unreadable (%s); every derived file will be computed again", self.path, error)
+
+    def stale_reason(self, output: Path, inputs: dict[str, str], recipe: str) -> str | None:
+        """Why `output` must be computed again from `inputs` ({name: sha256}) with `recipe`, or None."""
+        record = self.records.get(output.name)
+        if not output.is_file():
+            return "missing"
+        if record is None:
+            return "no record of the inputs it was computed from"
+        if record.get("recipe") != recipe:
+            return f"computed with {record.get('recipe')!r}, {recipe!r} requested"
+        changed = sorted(name for name in set(inputs) | set(record.get("inputs", {}))
+                         if inputs.get(name) != record.get("inputs", {}).get(name))
+        if changed:
+            return f"input content changed: {', '.join(changed)}"
+        if file_sha256(output) != record.get("sha256"):
+            return DAMAGED
+        return None
+
+    def record(self, output: Path, inputs: dict[str, str], recipe: str) -> None:
+        self.records[output.name] = {"inputs": inputs, "recipe": recipe, "sha256": file_sha256(output)}
+        write_json(self.records, self.path)
+
+
+def _input_hashes(paths: list[Path]) -> dict[str, str]:
+    return {path.name: file_sha256(path) for path in paths}
 
 
 def write_superpixels(dataset_dir: Path, spec: DatasetSpec, scan_id: int, derived_dir: Path) -> int:
@@ -58,7 +99,7 @@ def ensure_derived_files(
     workers: int = 1,
     on_scan_done: Callable[[int], None] | None = None,
 ) -> Path:
-    """Make sure every derived file of `dataset_dir` exists and is newer than its inputs.
+    """Make sure every derived file of `dataset_dir` exists and was computed from its inputs' current content.
 
     Writes `superpixels_<id>.nii.gz` per scan (with superpixel `method`) and `dataset.json` into
     `derived_dir` (default `default_derived_dir(dataset_dir)`) and returns that folder.
@@ -78,23 +119,40 @@ def ensure_derived_files(
     for scan_id, paths in inputs.items():
         if not all(path.is_file() for path in paths):
             read_raw_scan(dataset_dir, spec, scan_id)  # raises the DataError that names the missing file
+    input_hashes = {scan_id: _input_hashes(paths) for scan_id, paths in inputs.items()}
+    records = DerivedFileRecords(derived_dir)
 
-    stale = [scan_id for scan_id in spec.scan_ids if not _is_up_to_date(superpixel_path(derived_dir, scan_id), inputs[scan_id])]
+    stale = []
     for scan_id in spec.scan_ids:
-        if scan_id not in stale:
+        output = superpixel_path(derived_dir, scan_id)
+        reason = records.stale_reason(output, input_hashes[scan_id], method)
+        if reason is None:
             notify(scan_id)
+        else:
+            stale.append(scan_id)
+            logger.log(logging.WARNING if reason == DAMAGED else logging.INFO, "%s: computing it (%s)", output, reason)
     logger.info("%s: %d of %d superpixel files to compute in %s", spec.name, len(stale), len(spec.scan_ids), derived_dir)
+
+    def done(scan_id: int) -> None:
+        records.record(superpixel_path(derived_dir, scan_id), input_hashes[scan_id], method)
+        notify(scan_id)
+
     if workers == 1 or len(stale) <= 1:
         for scan_id in stale:
-            notify(write_superpixels(dataset_dir, spec, scan_id, derived_dir))
+            done(write_superpixels(dataset_dir, spec, scan_id, derived_dir))
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(stale))) as pool:
             futures = [pool.submit(write_superpixels, dataset_dir, spec, scan_id, derived_dir) for scan_id in stale]
             for future in futures:
-                notify(future.result())
+                done(future.result())
 
-    all_inputs = [path for paths in inputs.values() for path in paths]
+    all_hashes = {name: digest for hashes in input_hashes.values() for name, digest in hashes.items()}
     metadata_path = derived_dir / DATASET_METADATA_NAME
-    if not (_is_up_to_date(metadata_path, all_inputs) and describes_scans(metadata_path, spec.scan_ids)):
+    reason = records.stale_reason(metadata_path, all_hashes, METADATA_RECIPE)
+    if reason is None and not describes_scans(metadata_path, spec.scan_ids):
+        reason = "written without the records of every scan"
+    if reason is not None:
+        logger.log(logging.WARNING if reason == DAMAGED else logging.INFO, "%s: writing it (%s)", metadata_path, reason)
         write_dataset_metadata(dataset_dir, spec, derived_dir)
+        records.record(metadata_path, all_hashes, METADATA_RECIPE)
     return derived_dir

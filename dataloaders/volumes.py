@@ -3,7 +3,8 @@
 Implements the "Datasets (preprocessed layout)" and "Derived files" parts of the protocol
 (docs/PROTOCOL.md) and the on-disk layout of `docs/DESIGN.md`: every dataset folder
 holds `image_<id>.nii.gz` + `label_<id>.nii.gz` with the same geometry; MR scans are z-scored
-per scan at load time, CT scans with the dataset's global statistics from `dataset.json`.
+per scan at load time, CT scans with one mean and standard deviation, those of the fold's training
+scans (from their records in `dataset.json`, see dataloaders/dataset_metadata.py).
 Every inconsistency in the files raises `utils.io.DataError` naming the file.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dataloaders.specs import DatasetSpec
-from utils.io import DataError, read_image, read_json
+from utils.io import DataError, image_voxels, read_image, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -148,14 +149,6 @@ def _remap_labels(stored: np.ndarray, spec: DatasetSpec, path: Path) -> np.ndarr
     return targets[np.searchsorted(keys, values)]
 
 
-def _voxels(image: sitk.Image, path: Path) -> np.ndarray:
-    """(Z, Y, X) voxel array of an image already read from `path`."""
-    try:
-        return sitk.GetArrayFromImage(image)
-    except RuntimeError as error:
-        raise DataError(f"{path}: voxel data cannot be decoded (corrupt or truncated?): {error}") from None
-
-
 def read_raw_scan(dataset_dir: str | os.PathLike, spec: DatasetSpec, scan_id: int) -> RawScan:
     """Read and validate `image_<id>` and `label_<id>` of `dataset_dir` (no normalisation)."""
     dataset_dir = Path(dataset_dir)
@@ -169,27 +162,9 @@ def read_raw_scan(dataset_dir: str | os.PathLike, spec: DatasetSpec, scan_id: in
     if image.GetDimension() != 3:
         raise DataError(f"{image_file}: expected a 3D volume, got {image.GetDimension()}D")
     _check_same_geometry(image, label, label_file, image_file)
-    intensities = _voxels(image, image_file).astype(np.float32)
-    if not np.all(np.isfinite(intensities)):
-        raise DataError(f"{image_file}: contains NaN or infinite intensities")
-    labels = _remap_labels(_voxels(label, label_file), spec, label_file)
+    intensities = image_voxels(image, image_file).astype(np.float32)  # read_image refused non-finite voxels
+    labels = _remap_labels(image_voxels(label, label_file), spec, label_file)
     return RawScan(scan_id=int(scan_id), intensities=intensities, labels=labels, reference=image)
-
-
-def global_intensity_statistics(dataset_dir: Path, derived_dir: Path) -> tuple[float, float]:
-    """(mean, std) over a CT dataset's scans, as written by `scripts/make_pseudolabels.py`."""
-    for folder in (derived_dir, dataset_dir):
-        metadata_file = Path(folder) / DATASET_METADATA_NAME
-        if metadata_file.is_file():
-            metadata = read_json(metadata_file)
-            try:
-                return float(metadata["intensity_mean"]), float(metadata["intensity_std"])
-            except (KeyError, TypeError, ValueError):
-                raise DataError(f"{metadata_file}: no numeric intensity_mean / intensity_std") from None
-    raise DataError(
-        f"{Path(derived_dir) / DATASET_METADATA_NAME}: global intensity statistics not found; "
-        f"run {PSEUDOLABEL_SCRIPT} for this dataset"
-    )
 
 
 def _normalise(intensities: np.ndarray, spec: DatasetSpec, statistics: tuple[float, float] | None, path: Path) -> np.ndarray:
@@ -197,7 +172,8 @@ def _normalise(intensities: np.ndarray, spec: DatasetSpec, statistics: tuple[flo
         mean, std = float(intensities.mean()), float(intensities.std())
     elif spec.normalization == "global":
         if statistics is None:
-            raise ValueError(f"{spec.name}: global normalisation needs the dataset's (mean, std)")
+            raise ValueError(f"{spec.name}: global normalisation needs the (mean, std) of the training scans "
+                             "(dataloaders/dataset_metadata.intensity_statistics)")
         mean, std = statistics
     else:
         raise ValueError(f"{spec.name}: unknown normalization {spec.normalization!r}")
@@ -225,7 +201,7 @@ def _read_superpixels(derived_dir: Path, raw: RawScan, image_file: Path) -> np.n
         raise DataError(f"{path}: superpixels missing; run {PSEUDOLABEL_SCRIPT} (or ensure_derived_files)")
     superpixels = read_image(path)
     _check_same_geometry(raw.reference, superpixels, path, image_file)
-    return _voxels(superpixels, path).astype(np.int32)
+    return image_voxels(superpixels, path).astype(np.int32)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -236,11 +212,14 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 _SCAN_CACHE: dict[tuple, Scan] = {}
 
 
-def _file_stamp(path: Path) -> tuple[str, int]:
+def _file_stamp(path: Path) -> tuple[str, int, int, int]:
+    """Path, size, modification and change time: the change time moves whenever the content or the
+    timestamps are set, even by `cp -p`."""
     try:
-        return str(path.resolve()), path.stat().st_mtime_ns
+        status = path.stat()
     except FileNotFoundError:
-        return str(path), -1
+        return str(path), -1, -1, -1
+    return str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns
 
 
 def clear_scan_cache() -> None:
@@ -287,21 +266,24 @@ def load_scans(
     derived_dir: str | os.PathLike | None = None,
     with_superpixels: bool = False,
     image_size: int | None = None,
+    intensity_statistics: tuple[float, float] | None = None,
 ) -> dict[int, Scan]:
     """Load and validate scans of `dataset_dir` -> {scan id: Scan} (ids in the given order).
 
     scan_ids: default every id of the spec. derived_dir: where superpixels / dataset.json live
     (default `default_derived_dir(dataset_dir)`). image_size: resize every slice to
     image_size x image_size (images linear/area, labels and superpixels nearest);
-    `native_labels` keep the file resolution. Scans are cached in-process, keyed by their files'
-    paths and modification times and the options, so loading them again returns the same objects.
+    `native_labels` keep the file resolution. intensity_statistics: the (mean, std) that datasets
+    with global normalisation (CT) are normalised with, computed from the fold's training scans.
+    Scans are cached in-process, keyed by their files' paths, sizes and change times and the options,
+    so loading them again returns the same objects.
     """
     dataset_dir = check_dataset_dir(dataset_dir)
     derived_dir = Path(derived_dir) if derived_dir is not None else default_derived_dir(dataset_dir)
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
     ids = [int(scan_id) for scan_id in (spec.scan_ids if scan_ids is None else scan_ids)]
-    statistics = global_intensity_statistics(dataset_dir, derived_dir) if spec.normalization == "global" else None
+    statistics = intensity_statistics if spec.normalization == "global" else None
 
     scans: dict[int, Scan] = {}
     for scan_id in ids:

@@ -1,7 +1,9 @@
 """Test-time episodes of the SSL-ALPNet protocol (docs/PROTOCOL.md, "Test-time episodes").
 
-For one organ: the slices of each support scan that contain it (at file resolution, like
-SSL-ALPNet's `classmap_1.json`) are split into `n_parts` chunks and chunk p uses the slice at
+For one organ: the slices of each support scan that contain it (in the labels at the resolution
+the model sees, `image_size`, so that no support mask is emptied by resizing; SSL-ALPNet's
+`classmap_1.json` lists them at file resolution, which is the same when images are not resized)
+are split into `n_parts` chunks and chunk p uses the slice at
 `zlist[int(fraction_p * len(zlist))]`, fraction_p = 1 / (2 n) + p (1 - 1 / n) / (n - 1)
 (1/6, 1/2, 5/6 for n = 3; 1/2 for n = 1), the arithmetic of SSL-ALPNet's `get_support`. Each query
 scan's slices inside the organ's ground-truth z-range widened by `z_margin` (clipped to the volume)
@@ -91,10 +93,22 @@ def _tiled(slices: np.ndarray) -> torch.Tensor:
         -1, IMAGE_CHANNELS, -1, -1)
 
 
-def _organ_slices(scan: "Scan", scan_id: int, label: int, organ: str, role: str) -> np.ndarray:
+def _query_organ_slices(scan: "Scan", label: int, organ: str) -> np.ndarray:
+    """The query's slices showing the organ at file resolution, where it is scored."""
     organ_slices = slices_containing(scan.native_labels, label)
     if len(organ_slices) == 0:
-        raise DataError(f"{role} scan {scan_id}: organ {organ} (label {label}) appears in no slice")
+        raise DataError(f"query scan {scan.scan_id}: organ {organ} (label {label}) appears in no slice")
+    return organ_slices
+
+
+def _support_organ_slices(scan: "Scan", label: int, organ: str) -> np.ndarray:
+    """The support's slices showing the organ at the model's resolution, where its mask is taken."""
+    organ_slices = slices_containing(scan.labels, label)
+    if len(organ_slices) == 0:
+        native_count = len(slices_containing(scan.native_labels, label))
+        where = (f"at the model's resolution {scan.labels.shape[1]} x {scan.labels.shape[2]} (it is in "
+                 f"{native_count} slice(s) at file resolution; a larger image_size keeps it)" if native_count else "")
+        raise DataError(f"support scan {scan.scan_id}: organ {organ} (label {label}) appears in no slice {where}".rstrip())
     return organ_slices
 
 
@@ -111,7 +125,7 @@ def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: 
 
     support_z = []  # per support scan, the z of each part
     for scan_id in split.support_ids:
-        organ_slices = _organ_slices(scans[scan_id], scan_id, label, organ, "support")
+        organ_slices = _support_organ_slices(scans[scan_id], label, organ)
         support_z.append(support_slice_indices(organ_slices, n_parts))
     support_z_indices = torch.tensor(support_z, dtype=torch.int64).T  # (P, S)
     support_images = torch.stack([
@@ -126,7 +140,7 @@ def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: 
     episodes = []
     for scan_id in split.query_ids:
         scan = scans[scan_id]
-        organ_slices = _organ_slices(scan, scan_id, label, organ, "query")
+        organ_slices = _query_organ_slices(scan, label, organ)
         z_min, z_max = int(organ_slices[0]), int(organ_slices[-1])
         n_slices = scan.native_labels.shape[0]
         z_indices = np.arange(max(z_min - z_margin, 0), min(z_max + z_margin, n_slices - 1) + 1)

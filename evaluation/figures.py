@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from evaluation.scoring import mean_and_std  # noqa: E402
 from experiment.curves import Curve  # noqa: E402
+from utils.io import atomic_path  # noqa: E402
 
 DPI = 100
 CURVES_SIZE = (6.4, 4.0)  # inches: 640 x 400 pixels
@@ -39,9 +40,12 @@ PERCENT = 100
 
 
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    path = Path(path)
+    try:
+        with atomic_path(path, suffix=path.suffix) as tmp_path:
+            figure.savefig(tmp_path, dpi=DPI)
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 from evaluation.metrics import METRICS
 from evaluation.scoring import Evaluation, mean_and_std
-from utils.io import atomic_path, write_json
+from utils.io import atomic_write, write_json, write_text
 
 SUMMARY_NAME = "summary.json"
 SCORES_NAME = "scores.csv"
@@ -80,16 +80,15 @@ def _counts(score) -> dict[str, int]:
 def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path) -> None:
     """Write summary.json, scores.csv and table.md into `folder`, each atomically."""
     write_json(summary, folder / SUMMARY_NAME)
-    with atomic_path(folder / SCORES_NAME, suffix=".csv") as tmp_path, tmp_path.open("w", newline="") as handle:
+    with atomic_write(folder / SCORES_NAME) as handle:
         writer = csv.writer(handle)
         writer.writerow(["organ", "label", "scan_id", *evaluation.metric_names, *COUNT_NAMES])
         for score in evaluation.scores:
             writer.writerow([score.organ, score.label, score.scan_id,
                              *(score.values[metric] for metric in evaluation.metric_names),
                              *_counts(score).values()])
-    with atomic_path(folder / TABLE_NAME, suffix=".md") as tmp_path:
-        tmp_path.write_text("\n\n".join(filter(None, [format_score_table(evaluation), skipped_scans_note(summary)]))
-                            + "\n")
+    write_text("\n\n".join(filter(None, [format_score_table(evaluation), skipped_scans_note(summary)])) + "\n",
+               folder / TABLE_NAME)
 
 
 def format_value(value: float, metric: str) -> str:

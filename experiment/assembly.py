@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from dataloaders.augmentation import AugmentationParams
+from dataloaders.dataset_metadata import intensity_statistics
 from dataloaders.derived_files import ensure_derived_files
 from dataloaders.episode_base import TrainingEpisodes
 from dataloaders.experiment_data import dataset_directories, tested_labels, training_episodes
@@ -51,9 +52,18 @@ class FoldData:
     image_size: int | None
 
     def load(self, scan_ids: tuple[int, ...], with_superpixels: bool = False) -> dict[int, Scan]:
-        """{scan id: Scan} at the configured image size (cached per process, see dataloaders/volumes.py)."""
+        """{scan id: Scan} at the configured image size (cached per process, see dataloaders/volumes.py),
+        normalised, where the dataset has one normalisation (CT), with the training scans' statistics."""
         return load_scans(self.dataset_dir, self.spec, scan_ids, derived_dir=self.derived_dir,
-                          with_superpixels=with_superpixels, image_size=self.image_size)
+                          with_superpixels=with_superpixels, image_size=self.image_size,
+                          intensity_statistics=self.intensity_statistics())
+
+    def intensity_statistics(self) -> tuple[float, float] | None:
+        """(mean, std) of the fold's training scans for globally normalised datasets, else None:
+        the query and support scans never influence the normalisation."""
+        if self.spec.normalization != "global":
+            return None
+        return intensity_statistics(self.dataset_dir, self.derived_dir, self.split.train_ids)
 
 
 def fold_data(config: dict) -> FoldData:

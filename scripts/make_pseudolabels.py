@@ -1,6 +1,7 @@
 """Write a dataset's derived files: superpixel pseudolabels and dataset.json.
 
-docs/PROTOCOL.md, "Derived files". Idempotent (outputs newer than their inputs are kept) and atomic;
+docs/PROTOCOL.md, "Derived files". Idempotent (an output is kept while derived_files.json shows it
+was computed from its inputs' present content and is intact) and atomic;
 superpixels of several scans are computed in parallel with --workers.
 
 Example: python scripts/make_pseudolabels.py --dataset CHAOST2 --data-root ../shared/data \

@@ -14,7 +14,7 @@ from dataloaders.episodes_superpixel import SuperpixelEpisodes
 from dataloaders.episodes_supervised import SupervisedEpisodes
 from dataloaders.folds import FoldSplit
 from dataloaders.slice_selection import allowed_slices
-from dataloaders.volumes import Scan
+from dataloaders.volumes import Scan, resize_slices_nearest
 from evaluation.episodes import assign_parts, build_test_episodes, part_fractions
 from utils.io import DataError
 from utils.seeding import make_generator, worker_init_fn
@@ -290,6 +290,32 @@ def test_k_shot_stacks_one_support_per_scan_and_missing_organ_is_an_error():
         build_test_episodes(scans, FoldSplit((30,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
     with pytest.raises(DataError, match="not loaded"):
         build_test_episodes(scans, FoldSplit((99,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
+
+
+def test_support_slice_is_chosen_where_the_resized_mask_still_shows_the_organ():
+    # at file resolution the organ is in slices 2, 3, 4; in slice 3 it is one pixel at an odd
+    # position, which nearest-neighbour halving drops: the old choice zlist[int(0.5 * 3)] = 3
+    # gave an empty support mask
+    native_size = 2 * SIZE
+    native = np.zeros((6, native_size, native_size), dtype=np.int64)
+    native[[2, 4], 8:20, 8:20] = LIVER
+    native[3, 9, 9] = LIVER
+    support = make_scan(10, resize_slices_nearest(native, SIZE), native_labels=native)
+    assert not (support.labels[3] == LIVER).any()
+    scans = {10: support, 20: organ_scan(20, [1, 2], n_slices=4)}
+    (episode,) = build_test_episodes(scans, FoldSplit((20,), (10,), ()), label=LIVER, organ="liver", n_parts=1,
+                                     z_margin=0)
+    assert episode.support_z_indices.tolist() == [[4]]  # zlist [2, 4] at the model's resolution
+    assert int(episode.support_masks.sum()) == 6 * 6
+
+
+def test_support_organ_lost_by_resizing_everywhere_says_so():
+    native = np.zeros((3, 2 * SIZE, 2 * SIZE), dtype=np.int64)
+    native[1, 9, 9] = LIVER
+    scans = {10: make_scan(10, resize_slices_nearest(native, SIZE), native_labels=native),
+             20: organ_scan(20, [1], n_slices=3)}
+    with pytest.raises(DataError, match=r"support scan 10: organ liver .* no slice at the model's resolution 32 x 32"):
+        build_test_episodes(scans, FoldSplit((20,), (10,), ()), label=LIVER, organ="liver", n_parts=1, z_margin=0)
 
 
 # ---------------------------------------------------------------- CHAOST2

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from dataloaders.derived_files import ensure_derived_files
 from dataloaders.slice_selection import slices_containing
 from dataloaders.specs import get_spec
 from dataloaders.superpixels import FELZENSZWALB_MIN_SIZE, body_mask_2d, body_threshold, superpixels_2d
-from utils.io import read_array, read_image, read_json, write_json
+from utils.io import DataError, read_array, read_image, read_json, write_json
 
 CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
 DEMO = get_spec("DEMO")
@@ -96,11 +98,15 @@ def write_tiny_dataset(folder: Path, scan_ids=(1, 2)) -> None:
         labels = np.zeros(volume.shape, dtype=np.uint8)
         labels[scan_id, 10:20, 10:20] = 1
         labels[0, 30:34, 30:34] = 4
-        for array, name in ((volume, f"image_{scan_id}.nii.gz"), (labels, f"label_{scan_id}.nii.gz")):
-            image = sitk.GetImageFromArray(array)
-            image.SetSpacing((1.25, 1.25, 7.7))
-            image.SetOrigin((-5.0, 3.0, 1.0))
-            sitk.WriteImage(image, str(folder / name), useCompression=True)
+        write_tiny_volume(volume, folder / f"image_{scan_id}.nii.gz")
+        write_tiny_volume(labels, folder / f"label_{scan_id}.nii.gz")
+
+
+def write_tiny_volume(array: np.ndarray, path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.25, 1.25, 7.7))
+    image.SetOrigin((-5.0, 3.0, 1.0))
+    sitk.WriteImage(image, str(path), useCompression=True)
 
 
 def test_ensure_derived_files_writes_everything_once(tmp_path):
@@ -115,8 +121,8 @@ def test_ensure_derived_files_writes_everything_once(tmp_path):
     image, written = read_image(dataset_dir / "image_2.nii.gz"), read_image(superpixel_file)
     assert written.GetOrigin() == image.GetOrigin() and written.GetSpacing() == image.GetSpacing()
     assert np.array_equal(read_array(superpixel_file), superpixels_2d(read_array(dataset_dir / "image_2.nii.gz")))
-    assert sorted(path.name for path in derived_dir.iterdir()) == ["dataset.json", "superpixels_1.nii.gz",
-                                                                   "superpixels_2.nii.gz"]
+    assert sorted(path.name for path in derived_dir.iterdir()) == ["dataset.json", "derived_files.json",
+                                                                   "superpixels_1.nii.gz", "superpixels_2.nii.gz"]
     metadata = read_json(derived_dir / "dataset.json")
     voxels = np.concatenate([read_array(dataset_dir / f"image_{i}.nii.gz").ravel() for i in (1, 2)])
     assert metadata["scan_ids"] == [1, 2] and metadata["scans"]["1"]["shape"] == [3, 48, 48]
@@ -126,11 +132,54 @@ def test_ensure_derived_files_writes_everything_once(tmp_path):
     ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
     assert {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()} == stamps
 
-    older = (dataset_dir / "image_2.nii.gz").stat().st_mtime_ns - 10**9
-    os.utime(superpixel_file, ns=(older, older))  # now older than its image: stale
+    newer = (dataset_dir / "image_2.nii.gz").stat().st_mtime_ns + 10**9
+    os.utime(dataset_dir / "image_2.nii.gz", ns=(newer, newer))  # touched, same content: still current
     ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
-    assert superpixel_file.stat().st_mtime_ns > older
-    assert (derived_dir / "superpixels_1.nii.gz").stat().st_mtime_ns == stamps["superpixels_1.nii.gz"]
+    assert {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()} == stamps
+
+    (dataset_dir / "image_2.nii.gz").write_bytes(b"")  # a changed input is read again (and refused)
+    with pytest.raises(DataError, match="image_2.nii.gz"):
+        ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
+
+
+def test_input_replaced_by_an_older_file_with_other_content_recomputes_its_derived_files(tmp_path):
+    spec = dataclasses.replace(DEMO, scan_ids=(1, 2))
+    dataset_dir, derived_dir = tmp_path / "DEMO", tmp_path / "derived"
+    write_tiny_dataset(dataset_dir)
+    ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
+    first = {path.name: path.stat().st_mtime_ns for path in derived_dir.iterdir()}
+
+    other_image = tmp_path / "other_image.nii.gz"
+    write_tiny_volume(synthetic_body(n_slices=3, size=48, seed=7), other_image)
+    older = (dataset_dir / "image_2.nii.gz").stat().st_mtime_ns - 10**10
+    os.utime(other_image, ns=(older, older))
+    shutil.copy2(other_image, dataset_dir / "image_2.nii.gz")  # what `cp -p` does: the old timestamp comes along
+    assert (dataset_dir / "image_2.nii.gz").stat().st_mtime_ns < first["superpixels_2.nii.gz"]
+    ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
+
+    new_image = read_array(dataset_dir / "image_2.nii.gz")
+    assert np.array_equal(read_array(derived_dir / "superpixels_2.nii.gz"), superpixels_2d(new_image))
+    assert (derived_dir / "superpixels_1.nii.gz").stat().st_mtime_ns == first["superpixels_1.nii.gz"]
+    metadata = read_json(derived_dir / "dataset.json")
+    assert metadata["scans"]["2"]["intensity_mean"] == pytest.approx(new_image.astype(np.float64).mean())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_bit"])
+def test_damaged_superpixel_file_is_recomputed_with_a_log_line(tmp_path, caplog, damage):
+    spec = dataclasses.replace(DEMO, scan_ids=(1, 2))
+    dataset_dir, derived_dir = tmp_path / "DEMO", tmp_path / "derived"
+    write_tiny_dataset(dataset_dir)
+    ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
+    superpixel_file = derived_dir / "superpixels_1.nii.gz"
+    intact = superpixel_file.read_bytes()
+    damaged = bytearray(intact[: len(intact) // 2] if damage == "truncate" else intact)
+    if damage == "flip_bit":
+        damaged[len(damaged) // 2] ^= 0x01
+    superpixel_file.write_bytes(bytes(damaged))
+    with caplog.at_level(logging.WARNING, logger="dataloaders.derived_files"):
+        ensure_derived_files(dataset_dir, spec, derived_dir, method=METHOD)
+    assert "superpixels_1.nii.gz: computing it (damaged or truncated" in caplog.text
+    assert np.array_equal(read_array(superpixel_file), superpixels_2d(read_array(dataset_dir / "image_1.nii.gz")))
 
 
 def test_parallel_workers_write_the_same_superpixels(tmp_path):

@@ -11,9 +11,12 @@ import pytest
 import SimpleITK as sitk
 
 from dataloaders import volumes
+from dataloaders.dataset_metadata import write_dataset_metadata
+from dataloaders.folds import FoldSplit
 from dataloaders.specs import get_spec
 from dataloaders.volumes import default_derived_dir, load_scans, resolve_data_root
-from utils.io import DataError, write_json
+from experiment.assembly import FoldData
+from utils.io import DataError, read_array, read_json
 
 CHAOST2_DIR = Path(os.environ.get("FSMIS_CHAOST2_DIR", Path(__file__).resolve().parents[2] / "shared/data/CHAOST2"))
 SHAPE = (4, 16, 16)
@@ -77,15 +80,34 @@ def test_cmr_stored_values_are_remapped(tmp_path):
     assert np.array_equal(labels, expected)
 
 
-def test_ct_uses_global_statistics_from_dataset_json(tmp_path):
+def test_ct_is_normalised_with_the_statistics_it_is_given(tmp_path):
     folder = make_dataset(tmp_path / "SABS", scan_ids=(0,))
     sabs = get_spec("SABS")
-    with pytest.raises(DataError, match="make_pseudolabels"):
+    with pytest.raises(ValueError, match="training scans"):
         load_scans(folder, sabs, [0])
-    write_json({"intensity_mean": 100.0, "intensity_std": 50.0}, folder / "dataset.json")
     raw = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "image_0.nii.gz")))
-    image = load_scans(folder, sabs, [0])[0].image
+    image = load_scans(folder, sabs, [0], intensity_statistics=(100.0, 50.0))[0].image
     np.testing.assert_allclose(image, (raw - 100.0) / 50.0, rtol=1e-6)
+
+
+def test_ct_statistics_come_from_the_fold_training_scans_only(tmp_path):
+    sabs = dataclasses.replace(get_spec("SABS"), scan_ids=(0, 1, 2, 3))
+    folder = make_dataset(tmp_path / "SABS", scan_ids=sabs.scan_ids)
+    data = FoldData(sabs, folder, folder, FoldSplit(query_ids=(3,), support_ids=(2,), train_ids=(0, 1)), None)
+    with pytest.raises(DataError, match="make_pseudolabels"):
+        data.load((3,))
+    write_dataset_metadata(folder, sabs, folder)
+    mean, std = data.intensity_statistics()
+    training_voxels = np.concatenate([read_array(folder / f"image_{i}.nii.gz").ravel() for i in (0, 1)]).astype(np.float64)
+    assert (mean, std) == (pytest.approx(training_voxels.mean(), rel=1e-12), pytest.approx(training_voxels.std(), rel=1e-12))
+
+    all_scans_mean = read_json(folder / "dataset.json")["intensity_mean"]
+    query = (read_array(folder / "image_3.nii.gz") * 10 + 1000).astype(np.float32)
+    write_volume(folder / "image_3.nii.gz", query)
+    write_dataset_metadata(folder, sabs, folder)
+    assert read_json(folder / "dataset.json")["intensity_mean"] != pytest.approx(all_scans_mean)
+    assert data.intensity_statistics() == (mean, std)
+    np.testing.assert_allclose(data.load((3,))[3].image, (query - mean) / std, rtol=1e-5)
 
 
 def test_second_load_returns_the_cached_objects_until_a_file_changes(tmp_path):

@@ -3,9 +3,15 @@
 A checkpoint holds the model, optimiser and scheduler states, the step, the random number
 generator states and the full run config, so that `test.py` can rebuild the model without being
 told how it was configured, and an interrupted run continues exactly where it stopped.
+
+It also holds a SHA-256 of all of that (`payload_checksum`), verified on load: torch.save's zip
+archive stores tensors without checking their CRC on load, so one flipped bit in a weight would
+otherwise load silently. Checkpoints written before the checksum existed load with a warning.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -13,9 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.io import atomic_path
+from utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT_VERSION = 1
+CHECKSUM_KEY = "sha256"
 
 
 class CheckpointError(ValueError):
@@ -37,6 +46,36 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _update_digest(digest: "hashlib._Hash", value: Any, where: str) -> None:
+    """Feed `value` (nested dicts, lists, tensors, arrays, scalars) into `digest` in a fixed order:
+    dict keys sorted, each tensor as its location, dtype, shape and bytes."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"{where}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        digest.update(f"{where}:{array.dtype}:{array.shape};".encode())
+        digest.update(array.view(np.uint8).reshape(-1) if array.size else b"")
+    elif isinstance(value, dict):
+        digest.update(f"{where}:dict{len(value)};".encode())
+        for key in sorted(value, key=repr):
+            _update_digest(digest, value[key], f"{where}/{key!r}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{where}:sequence{len(value)};".encode())
+        for index, item in enumerate(value):
+            _update_digest(digest, item, f"{where}/{index}")
+    else:
+        digest.update(f"{where}={value!r};".encode())
+
+
+def payload_checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint's contents other than the checksum itself."""
+    digest = hashlib.sha256()
+    _update_digest(digest, {key: value for key, value in payload.items() if key != CHECKSUM_KEY}, "")
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     path: str | Path,
     *,
@@ -46,7 +85,8 @@ def save_checkpoint(
     step: int,
     config: dict[str, Any],
 ) -> None:
-    """Write a checkpoint atomically: a crash while saving leaves the previous one intact."""
+    """Write a checkpoint atomically: a crash while saving leaves the previous one intact, a full
+    disk gives a `utils.io.OutputError` naming the file."""
     payload = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "step": step,
@@ -56,8 +96,9 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "rng": rng_states(),
     }
-    with atomic_path(path, suffix=".pth") as tmp_path:
-        torch.save(payload, tmp_path)
+    payload[CHECKSUM_KEY] = payload_checksum(payload)
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,6 +112,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a checkpoint of this project (format version {CHECKPOINT_FORMAT_VERSION})")
+    if CHECKSUM_KEY not in payload:
+        logger.warning("%s: written before checkpoints carried a checksum; its contents cannot be verified", path)
+    elif payload[CHECKSUM_KEY] != payload_checksum(payload):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its contents do not match the SHA-256 stored when it "
+                              "was saved); use an earlier checkpoint or train again")
     return payload
 
 

@@ -1,43 +1,200 @@
 """Reading and writing files with clear errors and atomic writes.
 
 Every file the project writes goes through a temporary file in the same folder followed by
-`os.replace`, so an interrupted script never leaves a half-written volume, index or checkpoint
-behind, and re-running it is safe.
+`os.replace` (`atomic_write` for writers that take an open file, `atomic_path` for writers that
+take a name), so an interrupted script never leaves a half-written volume, table or checkpoint
+behind, and re-running it is safe. A write that fails names the file it was writing and says when
+the device is full; the temporary file of a failed write is removed at once, and that of a killed
+process by the next write of the same file or by `remove_stale_temporary_files`.
+
+Reading a NIfTI file verifies it first: a .nii.gz is decompressed in full by the gzip module,
+which checks the stream's CRC-32 and length (one flipped bit is refused), and the voxels of a
+floating-point file are checked for NaN and infinities in the stored array, because SimpleITK
+reads both as 0.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
+import hashlib
+import io
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
+import cv2
 import numpy as np
 import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """A data file is missing, unreadable or inconsistent; the message names the file."""
 
 
+class OutputError(OSError):
+    """An output file could not be written; the message names the file and the cause."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+# ------------------------------------------------------------------------------------------------
+
+# Temporary files are `.<name>.tmp<pid>-<random><suffix>`: the pid tells a killed writer's file
+# from that of a process still writing.
+_TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.tmp(?P<pid>\d+)-")
+# Below this much free space a failed write is reported as a full device.
+LOW_FREE_SPACE_BYTES = 16 * 2**20
+DEVICE_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # full disk, quota exceeded
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.tmp{os.getpid()}-"
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporary_files(folder: str | os.PathLike, target_name: str | None = None) -> list[Path]:
+    """Remove the temporary files of writes into `folder` whose process has ended (killed while
+    saving); only those of `target_name` when given. Returns the removed paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for candidate in folder.glob(f".{target_name}.tmp*" if target_name else ".*.tmp*"):
+        match = _TEMPORARY_NAME.match(candidate.name)
+        if match and not _process_is_alive(int(match["pid"])) and candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+            logger.info("removed %s, left by an interrupted write of %s", candidate, folder / match["target"])
+    return removed
+
+
+def _write_failure(path: Path, error: BaseException) -> OutputError:
+    """The error to raise when writing `path` failed with `error`, naming the file and the cause."""
+    full = isinstance(error, OSError) and error.errno in DEVICE_FULL_ERRNOS
+    free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else None
+    if full or (free is not None and free < LOW_FREE_SPACE_BYTES):
+        cause = f"no space left on device ({free // 2**20 if free is not None else '?'} MiB free)"
+    else:
+        cause = str(error) or type(error).__name__
+    failure = OutputError(f"{path}: cannot be written: {cause}")
+    failure.errno = getattr(error, "errno", None)
+    return failure
+
+
+def _new_temporary(path: Path, suffix: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_files(path.parent, path.name)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=suffix)
+    os.close(handle)
+    return Path(tmp_name)
+
+
+def _publish(tmp_path: Path, path: Path) -> None:
+    os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600 files
+    os.replace(tmp_path, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `path`; move it onto `path` only if the block succeeds.
 
-    `suffix` keeps the extension that writers such as SimpleITK use to pick a format.
+    For writers that take a file name (SimpleITK, OpenCV, matplotlib); `suffix` keeps the
+    extension they pick a format from. Any failure becomes an `OutputError` naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
-    tmp_path = Path(tmp_name)
+    tmp_path = _new_temporary(path, suffix)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600 files
-        os.replace(tmp_path, path)
+        _publish(tmp_path, path)
+    except (OSError, RuntimeError) as error:
+        raise _write_failure(path, error) from error
     finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+class _RecordingFile(io.RawIOBase):
+    """An unbuffered file written with os.write that remembers the first OSError: torch.save
+    replaces it by a RuntimeError without the cause ("unexpected pos")."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return os.write(self.descriptor, data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        """Force the written bytes to disk (a full device may only say so here)."""
+        if not self.closed:
+            try:
+                os.fsync(self.descriptor)
+            except OSError as error:
+                self.error = self.error or error
+                raise
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                super().close()
+            finally:
+                os.close(self.descriptor)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to `path` for writing ("w" text, "wb" binary); when the block
+    succeeds it is flushed to disk and moved onto `path`. Any failure becomes an `OutputError`
+    naming `path` (and saying "no space left on device" when that is the cause)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    tmp_path = _new_temporary(path, "".join(path.suffixes))
+    raw = _RecordingFile(tmp_path)
+    buffered = io.BufferedWriter(raw)
+    handle = buffered if mode == "wb" else io.TextIOWrapper(buffered, encoding="utf-8", newline="")
+    try:
+        try:
+            yield handle
+            handle.flush()
+            raw.flush()
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()  # after a failed write the buffer may not flush again
+        if raw.error is not None:  # a writer that swallowed the error must not publish a partial file
+            raise raw.error
+        _publish(tmp_path, path)
+    except (OSError, RuntimeError) as error:
+        raise _write_failure(path, raw.error or error) from error
+    finally:
+        with contextlib.suppress(OSError):
+            raw.close()
         tmp_path.unlink(missing_ok=True)
 
 
@@ -47,74 +204,30 @@ def _current_umask() -> int:
     return mask
 
 
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_write(path) as handle:
+        handle.write(text)
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", path)
+
+
+def write_png(bgr: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an (H, W, 3) uint8 BGR image (OpenCV's order) as PNG, atomically."""
+    with atomic_path(path, suffix=".png") as tmp_path:
+        try:
+            written = cv2.imwrite(str(tmp_path), bgr)
+        except cv2.error as error:
+            raise OutputError(f"OpenCV could not write a PNG of shape {bgr.shape}: {error}") from None
+        if not written:
+            raise OutputError(f"OpenCV could not write a PNG of shape {bgr.shape} and dtype {bgr.dtype}")
+
+
 def nifti_suffix(path: str | os.PathLike) -> str:
     name = Path(path).name
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
-
-
-NIFTI1_HEADER_BYTES = 348
-
-
-def _expected_nifti1_bytes(header: bytes) -> int | None:
-    """Total uncompressed size a NIfTI-1 header announces (vox_offset + voxel bytes), if NIfTI-1."""
-    if len(header) < NIFTI1_HEADER_BYTES:
-        return None
-    for order in "<>":
-        if np.frombuffer(header[:4], dtype=f"{order}i4")[0] == NIFTI1_HEADER_BYTES:
-            dims = np.frombuffer(header[40:56], dtype=f"{order}i2")
-            bits_per_voxel = int(np.frombuffer(header[72:74], dtype=f"{order}i2")[0])
-            voxel_offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
-            n_voxels = int(np.prod(dims[1 : 1 + dims[0]].astype(np.int64)))
-            return voxel_offset + n_voxels * bits_per_voxel // 8
-    return None
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Reject truncated NIfTI files, which SimpleITK would read as silently zero-filled volumes.
-
-    For .nii.gz the gzip trailer stores the uncompressed size (mod 2**32); a truncated stream ends
-    in compressed bytes instead, so comparing it with the size the header announces is cheap.
-    """
-    name = path.name
-    if name.endswith(".nii.gz"):
-        try:
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(NIFTI1_HEADER_BYTES)
-        except (OSError, EOFError) as error:
-            raise DataError(f"{path}: not a valid gzip file ({error})") from None
-        expected = _expected_nifti1_bytes(header)
-        with path.open("rb") as raw:
-            raw.seek(-4, os.SEEK_END)
-            stored_size = int.from_bytes(raw.read(4), "little")
-        if expected is not None and stored_size != expected % 2**32:
-            raise DataError(f"{path}: truncated or corrupt .nii.gz (gzip stream does not end where the header says)")
-    elif name.endswith(".nii"):
-        with path.open("rb") as raw:
-            expected = _expected_nifti1_bytes(raw.read(NIFTI1_HEADER_BYTES))
-        if expected is not None and path.stat().st_size < expected:
-            raise DataError(f"{path}: truncated .nii file ({path.stat().st_size} of {expected} bytes)")
-
-
-def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read a medical image, turning missing, truncated or corrupt files into a DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    _check_nifti_complete(path)
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-        raise DataError(f"{path}: cannot be read as an image (corrupt or truncated?): {first_line}") from None
-
-
-def read_array(path: str | os.PathLike) -> np.ndarray:
-    """Voxel array of an image file, (Z, Y, X) for volumes."""
-    image = read_image(path)
-    try:
-        return sitk.GetArrayFromImage(image)
-    except RuntimeError as error:
-        raise DataError(f"{path}: voxel data cannot be decoded (corrupt or truncated?): {error}") from None
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
@@ -130,6 +243,117 @@ def write_array_like(array: np.ndarray, reference: sitk.Image, path: str | os.Pa
     write_image(image, path)
 
 
+# ------------------------------------------------------------------------------------------------
+# Verified reads
+# ------------------------------------------------------------------------------------------------
+
+NIFTI1_HEADER_BYTES = 348
+# NIfTI-1 datatype codes of floating-point voxels, and their numpy types (without byte order).
+NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+@dataclass(frozen=True)
+class NiftiLayout:
+    """Where a NIfTI file's voxels are: byte order ("<" or ">"), datatype code, bits per voxel,
+    offset of the first voxel and number of voxels."""
+
+    byte_order: str
+    datatype: int
+    bits_per_voxel: int
+    voxel_offset: int
+    n_voxels: int
+
+
+def nifti_layout(header: bytes) -> NiftiLayout | None:
+    """The layout a NIfTI-1 header announces, or None when `header` is not one (SimpleITK's NIfTI
+    reader knows NIfTI-1 only)."""
+    if len(header) < NIFTI1_HEADER_BYTES:
+        return None
+    for order in "<>":
+        if int(np.frombuffer(header[:4], dtype=f"{order}i4")[0]) == NIFTI1_HEADER_BYTES:
+            dims = np.frombuffer(header[40:56], dtype=f"{order}i2").astype(np.int64)
+            datatype, bits_per_voxel = (int(value) for value in np.frombuffer(header[70:74], dtype=f"{order}i2"))
+            voxel_offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
+            n_voxels = int(np.prod(dims[1 : 1 + int(dims[0])]))
+            return NiftiLayout(order, datatype, bits_per_voxel, voxel_offset, n_voxels)
+    return None
+
+
+def _stored_nifti_bytes(path: Path) -> bytes | None:
+    """The uncompressed bytes of a .nii / .nii.gz file, the gzip CRC and length verified; None
+    for other formats."""
+    name = path.name
+    if name.endswith(".nii.gz"):
+        try:
+            return gzip.decompress(path.read_bytes())
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: corrupt or truncated .nii.gz (gzip check failed: {error})") from None
+    if name.endswith(".nii"):
+        return path.read_bytes()
+    return None
+
+
+def _check_stored_voxels(path: Path, stored: bytes) -> None:
+    """Refuse a NIfTI file shorter than its header announces, or with NaN / infinite voxels."""
+    layout = nifti_layout(stored[:NIFTI1_HEADER_BYTES])
+    if layout is None:
+        return
+    expected = layout.voxel_offset + layout.n_voxels * layout.bits_per_voxel // 8
+    if len(stored) < expected:
+        raise DataError(f"{path}: truncated NIfTI file ({len(stored)} of {expected} bytes)")
+    if layout.datatype in NIFTI_FLOAT_TYPES:
+        voxels = np.frombuffer(stored, dtype=f"{layout.byte_order}{NIFTI_FLOAT_TYPES[layout.datatype]}",
+                               count=layout.n_voxels, offset=layout.voxel_offset)
+        _check_finite(path, voxels)
+
+
+def _check_finite(path: Path, voxels: np.ndarray) -> None:
+    if not np.issubdtype(voxels.dtype, np.floating):
+        return
+    n_nan = int(np.isnan(voxels).sum())
+    n_infinite = int(np.isinf(voxels).sum())
+    if n_nan or n_infinite:
+        raise DataError(f"{path}: {n_nan + n_infinite} of {voxels.size} voxels are not finite "
+                        f"({n_nan} NaN, {n_infinite} infinite)")
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read a medical image, turning missing, truncated, corrupt or non-finite files into a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    stored = _stored_nifti_bytes(path)
+    if stored is not None:
+        _check_stored_voxels(path, stored)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        raise DataError(f"{path}: cannot be read as an image (corrupt or truncated?): {first_line}") from None
+    if stored is None:
+        _check_finite(path, image_voxels(image, path))
+    return image
+
+
+def image_voxels(image: sitk.Image, path: str | os.PathLike) -> np.ndarray:
+    """(Z, Y, X) voxel array of an image already read from `path`."""
+    try:
+        return sitk.GetArrayFromImage(image)
+    except RuntimeError as error:
+        raise DataError(f"{path}: voxel data cannot be decoded (corrupt or truncated?): {error}") from None
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """Voxel array of an image file, (Z, Y, X) for volumes."""
+    return image_voxels(read_image(path), path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -138,8 +362,3 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
-
-
-def write_json(data: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path, suffix=".json") as tmp_path:
-        tmp_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
