@@ -68,7 +68,9 @@ def base_config():
 
     # --- model -------------------------------------------------------------------------------
     model = dict(
-        name="psmnet",  # psmnet | alpnet | panet (models/__init__.py)
+        name="psmnet",  # psmnet | alpnet | panet | universeg (models/__init__.py)
+        # the prototype models' ResNet encoder (encoder, output_stride, feature_channels, pretrained);
+        # universeg builds its own network, reads none of them and needs pretrained=None
         encoder="resnet101",  # resnet101 (the paper's DeepLabv3 trunk) | resnet50 | resnet18
         output_stride=8,  # encoder output stride: 256 px slices -> 32 x 32 features
         feature_channels=256,  # channels of the 1x1 projection after the trunk
@@ -96,7 +98,9 @@ def base_config():
     # its tr.py; SSL-ALPNet and PANet: + PANet's alignment loss); "with_alignment": + the alignment
     # loss with weight 1 for every model
     loss_recipe = "original"  # "original" | "with_alignment" (see above)
-    alignment_loss_weight = recipe_alignment_weight(model["name"], loss_recipe)  # from loss_recipe; a number overrides
+    # from loss_recipe; a number overrides it (a model without an alignment branch, universeg: always 0,
+    # and train.py refuses another number)
+    alignment_loss_weight = recipe_alignment_weight(model["name"], loss_recipe)  # see above
     dice_loss_weight = 0.0  # soft Dice loss on the query prediction (0 disables it)
 
     # --- bookkeeping ---------------------------------------------------------------------------
@@ -208,6 +212,16 @@ def alpnet():
 def panet():
     # PANet: one masked-average prototype per class.
     model = dict(name="panet")
+
+
+@ex.named_config
+def universeg():
+    # UniverSeg (docs/METHOD.md "UniverSeg"): CrossBlock encoder-decoder trained from scratch (no
+    # published weights reachable here), 128 x 128 slices as the paper, no alignment branch; the
+    # paper's soft Dice loss on top of the framework's query cross-entropy.
+    model = dict(name="universeg", pretrained=None)
+    image_size = 128
+    dice_loss_weight = 1.0
 
 
 # --- compute profiles --------------------------------------------------------------------------

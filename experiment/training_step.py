@@ -1,12 +1,15 @@
 """The losses of one training step, shared by train.py and bench/bench_fold_speed.py.
 
 Weighted cross-entropy of the query, and PANet's alignment loss and a soft Dice loss when their
-weights in the config are positive (docs/METHOD.md, "Losses"; docs/PROTOCOL.md, "Training").
+weights in the config are positive (docs/METHOD.md, "Losses"; docs/PROTOCOL.md, "Training"). A
+model without an alignment branch (UniverSeg) has no alignment term: its weight is 0 by
+construction (models/__init__.py), and a positive one is refused before any step.
 """
 from __future__ import annotations
 
 import torch
 
+from models import check_alignment_weight
 from models.losses import alignment_loss, soft_dice_loss, weighted_cross_entropy
 from utils.runtime import autocast
 
@@ -18,8 +21,10 @@ def episode_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], confi
     batch: support_images (B, S, 3, H, W), support_masks (B, S, H, W), query_images (B, 3, H, W),
     query_labels (B, H, W) with `ignore_index` where no loss applies. The losses are the weighted
     cross-entropy of the query (always), PANet's alignment loss and the soft Dice loss, each only
-    when its weight in `config` is positive.
+    when its weight in `config` is positive (a positive alignment weight for a model without an
+    alignment branch raises a ValueError).
     """
+    check_alignment_weight(config["model"]["name"], config["alignment_loss_weight"])
     with_alignment = config["alignment_loss_weight"] > 0
     with autocast(device, precision):
         output = model(batch["support_images"], batch["support_masks"], batch["query_images"],

@@ -1,9 +1,13 @@
 """Model registry and builder (docs/DESIGN.md "Models"): every model from a name and plain options.
 
-`build_model("psmnet", encoder="resnet18", n_splits=2)` builds the encoder, checks every option
-against the model's options dataclass (whose defaults follow docs/METHOD.md) and returns the
-model. Each entry also records how the model's original code trains it (alignment loss weight,
-number of steps), which config.py uses as defaults.
+`build_model("psmnet", encoder="resnet18", n_splits=2)` checks every option against the model's
+options dataclass (whose defaults follow docs/METHOD.md) and lets the model's entry build its
+network: the prototype models (PANet, SSL-ALPNet, PSMnet) build a `ResNetEncoder` from the encoder
+arguments and the shared prototype base of models/base.py; UniverSeg builds its own network and
+reads no encoder argument (it refuses pretrained weights, which it has none of). Each entry also
+records how the model's original code trains it (alignment loss weight, number of steps), which
+config.py uses as defaults, and whether the model has PANet's alignment branch at all: a model
+without one gets weight 0 from every loss recipe and refuses any other (`check_alignment_weight`).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from models.base import FewShotOutput, FewShotSegmenter
 from models.encoder import ResNetEncoder
 from models.panet import PANet, PANetOptions
 from models.psmnet import PSMNet, PSMNetOptions
+from models.universeg import UniverSeg, UniverSegOptions
 
 ORIGINAL = "original"
 WITH_ALIGNMENT = "with_alignment"
@@ -26,23 +31,55 @@ LOSS_RECIPES = (ORIGINAL, WITH_ALIGNMENT)
 
 
 @dataclass(frozen=True)
+class EncoderArguments:
+    """The ResNet encoder a prototype model is built on (models/encoder.py)."""
+
+    name: str
+    output_stride: int
+    feature_channels: int
+    pretrained: str | os.PathLike | None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """How to build a model, and how its original code trains it."""
 
     options_type: type
-    build: Callable[[ResNetEncoder, object], FewShotSegmenter]
+    build: Callable[[EncoderArguments, object], nn.Module]  # (encoder arguments, options) -> the model
     original_alignment_weight: float  # weight of PANet's alignment loss in the original training script
     original_steps: int  # training steps of the original training script
+    has_alignment_branch: bool = True  # False: the model cannot produce PANet's alignment loss
+
+
+def _on_resnet(build_segmenter: Callable[[ResNetEncoder, object], FewShotSegmenter]):
+    """A prototype model's build: its ResNet encoder from the arguments, then the model on it."""
+    def build(encoder: EncoderArguments, options) -> FewShotSegmenter:
+        return build_segmenter(ResNetEncoder(encoder.name, encoder.output_stride, encoder.feature_channels,
+                                             encoder.pretrained), options)
+    return build
+
+
+def _build_universeg(encoder: EncoderArguments, options: UniverSegOptions) -> UniverSeg:
+    """UniverSeg's own network; the ResNet arguments describe nothing in it, and no weights exist for it here."""
+    if encoder.pretrained is not None:
+        raise ValueError(f"universeg builds its own network and has no pretrained weights here (got "
+                         f"model.pretrained={encoder.pretrained!r}); pass model.pretrained=None")
+    return UniverSeg(options)
 
 
 MODEL_REGISTRY: dict[str, ModelEntry] = {
     # PANet under SSL-ALPNet's protocol: its alignment loss (usealign) and SSL-ALPNet's 100k steps
-    "panet": ModelEntry(PANetOptions, PANet, original_alignment_weight=1.0, original_steps=100_000),
+    "panet": ModelEntry(PANetOptions, _on_resnet(PANet), original_alignment_weight=1.0, original_steps=100_000),
     # SSL-ALPNet's config_ssl_upload.py: usealign=True, n_steps=100100
-    "alpnet": ModelEntry(ALPNetOptions, ALPNet, original_alignment_weight=1.0, original_steps=100_000),
+    "alpnet": ModelEntry(ALPNetOptions, _on_resnet(ALPNet), original_alignment_weight=1.0, original_steps=100_000),
     # PSMnet's tr.py: `loss = query_loss + 0*align_loss + 0*query_loss1`; train.sh: NSTEP=50100
-    "psmnet": ModelEntry(PSMNetOptions, lambda encoder, options: PSMNet(encoder, encoder.feature_channels, options),
+    "psmnet": ModelEntry(PSMNetOptions,
+                         _on_resnet(lambda encoder, options: PSMNet(encoder, encoder.feature_channels, options)),
                          original_alignment_weight=0.0, original_steps=50_000),
+    # UniverSeg (no alignment branch): its training code is not public; PSMnet's 50k steps, so that
+    # the paper-configuration comparison gives both the same number of episodes
+    "universeg": ModelEntry(UniverSegOptions, _build_universeg, original_alignment_weight=0.0,
+                            original_steps=50_000, has_alignment_branch=False),
 }
 
 
@@ -64,10 +101,21 @@ def original_steps(name: str) -> int:
 
 def alignment_loss_weight(name: str, loss_recipe: str) -> float:
     """Weight of the alignment loss for model `name` under a loss recipe: "original" (the model's
-    own training script) or "with_alignment" (weight 1 for every model)."""
+    own training script) or "with_alignment" (weight 1 for every model that has an alignment
+    branch; 0 for a model without one, under every recipe)."""
     if loss_recipe not in LOSS_RECIPES:
         raise ValueError(f"loss_recipe must be one of {LOSS_RECIPES}, got {loss_recipe!r}")
-    return _lookup(name).original_alignment_weight if loss_recipe == ORIGINAL else 1.0
+    entry = _lookup(name)
+    if not entry.has_alignment_branch:
+        return 0.0
+    return entry.original_alignment_weight if loss_recipe == ORIGINAL else 1.0
+
+
+def check_alignment_weight(name: str, weight: float) -> None:
+    """Refuse a positive alignment loss weight for a model that cannot produce the alignment loss."""
+    if weight and not _lookup(name).has_alignment_branch:
+        raise ValueError(f"model {name!r} has no alignment branch, so it cannot be trained with "
+                         f"alignment_loss_weight={weight}; pass alignment_loss_weight=0 (or leave it to loss_recipe)")
 
 
 def minimum_feature_size(name: str, options: dict[str, object]) -> int:
@@ -94,10 +142,11 @@ def build_model(
     pretrained: str | os.PathLike | None = None,
     **options,
 ) -> nn.Module:
-    """A few-shot model by registry name; unknown names or options raise a ValueError listing the valid ones."""
+    """A few-shot model by registry name; unknown names or options raise a ValueError listing the valid ones.
+    The encoder arguments build the ResNet encoder of a prototype model; UniverSeg does not read them."""
     model_config = _resolved_options(name, options)
-    return _lookup(name).build(ResNetEncoder(encoder, output_stride, feature_channels, pretrained), model_config)
+    return _lookup(name).build(EncoderArguments(encoder, output_stride, feature_channels, pretrained), model_config)
 
 
 __all__ = ["LOSS_RECIPES", "MODEL_REGISTRY", "FewShotOutput", "alignment_loss_weight", "build_model",
-           "minimum_feature_size", "model_options", "original_steps"]
+           "check_alignment_weight", "minimum_feature_size", "model_options", "original_steps"]

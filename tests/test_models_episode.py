@@ -1,4 +1,4 @@
-"""The episode interface of PANet, ALPNet and PSMNet: shapes, broadcasting, empty supports,
+"""The episode interface of the prototype models PANet, ALPNet and PSMNet: shapes, broadcasting, empty supports,
 gradients, the registry and its options."""
 import dataclasses
 
@@ -9,7 +9,9 @@ from models import MODEL_REGISTRY, alignment_loss_weight, build_model, model_opt
 from models.cross_attention import MCAM_DIRECTIONS, GuideToQueryBlock
 from models.losses import alignment_loss, weighted_cross_entropy
 
-MODEL_NAMES = sorted(MODEL_REGISTRY)
+# the prototype models (the shared base of models/base.py, with an alignment branch); UniverSeg's
+# interface is tested in tests/test_models_universeg.py
+MODEL_NAMES = sorted(name for name, entry in MODEL_REGISTRY.items() if entry.has_alignment_branch)
 SMALL = dict(encoder="resnet18", feature_channels=32)
 
 
