@@ -63,6 +63,10 @@ def base_config():
     augment = True  # the protocol's affine + elastic + gamma augmentation of training episodes
     n_shots = 1  # k in k-shot: support slices (training) or support scans (evaluation)
     n_parts = 3  # evaluation: chunks of the organ's z-range, each with its own support slice
+    # evaluation (validation and test.py): N support slices per support scan and chunk, the protocol's
+    # chunk slice and its N - 1 nearest slices showing the organ (docs/PROTOCOL.md), stacked as shots;
+    # 1 is the protocol; 2, 4, 8 give the support-size curve
+    n_support_slices = 1  # evaluation: support slices per support scan and chunk (see above)
     z_margin = 0  # evaluation: query slices beyond the organ's ground-truth z-range on each side (protocol: 0)
     num_workers = 0  # DataLoader worker processes (0: load in the training process)
 

@@ -8,7 +8,9 @@ are split into `n_parts` chunks and chunk p uses the slice at
 (1/6, 1/2, 5/6 for n = 3; 1/2 for n = 1), the arithmetic of SSL-ALPNet's `get_support`. Each query
 scan's slices inside the organ's ground-truth z-range widened by `z_margin` (clipped to the volume)
 are assigned to part `floor((z - z_min) / ((z_max - z_min) / n))` clipped to 0..n-1, part 0 when
-the organ spans one slice (SSL-ALPNet's `ValidationDataset`). k support scans give S = k shots.
+the organ spans one slice (SSL-ALPNet's `ValidationDataset`). k support scans give S = k shots;
+with `n_support_slices` = N > 1 (docs/PROTOCOL.md, "Larger support sets") each support scan gives
+its chunk slice and the N - 1 slices containing the organ nearest to it, S = k N shots, scan by scan.
 Each episode carries the query scan's voxel spacing, which the surface distances need. A query
 scan without the organ has no episode for it (docs/PROTOCOL.md, "Organs absent from a query scan").
 """
@@ -42,7 +44,8 @@ class TestEpisode:
     query_labels (Z, H0, W0) int64 binary at file resolution, part_index (Z,) int64 in 0..P-1,
     z_indices (Z,) int64 consecutive slice numbers in the volume, volume_shape (Z_total, H0, W0);
     voxel_spacing (z, y, x) mm of the query's voxels at file resolution;
-    support_scan_ids (S,) and support_z_indices (P, S) int64 say which slices the supports are.
+    support_scan_ids (S,) and support_z_indices (P, S) int64 say which slices the supports are
+    (S = support scans x support slices per scan, the slices of one scan adjacent).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -76,6 +79,14 @@ def part_fractions(n_parts: int) -> list[float]:
 def support_slice_indices(organ_slices: np.ndarray, n_parts: int) -> list[int]:
     """Sorted z indices containing the organ (N,) -> the support slice of each of the n_parts chunks."""
     return [int(organ_slices[int(fraction * len(organ_slices))]) for fraction in part_fractions(n_parts)]
+
+
+def nearest_organ_slices(organ_slices: np.ndarray, centre: int, count: int) -> list[int]:
+    """Sorted z indices containing the organ (N,) -> the `count` of them nearest to `centre` (a
+    member), nearest first, the lower z first at equal distance; `centre` itself comes first."""
+    if count > len(organ_slices):
+        raise DataError(f"{count} support slices requested, but the organ is in {len(organ_slices)} slices only")
+    return sorted((int(z) for z in organ_slices), key=lambda z: (abs(z - centre), z))[:count]
 
 
 def assign_parts(z_indices: np.ndarray, z_min: int, z_max: int, n_parts: int) -> np.ndarray:
@@ -113,28 +124,36 @@ def _support_organ_slices(scan: "Scan", label: int, organ: str) -> np.ndarray:
 
 
 def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: int, organ: str, *,
-                        n_parts: int, z_margin: int) -> list[TestEpisode]:
+                        n_parts: int, z_margin: int, n_support_slices: int) -> list[TestEpisode]:
     """One `TestEpisode` per query scan of `split` for organ `label` (named `organ`).
 
-    scans must hold every id of `split.query_ids` and `split.support_ids`; S = len(support_ids).
-    Raises DataError when a scan is missing or does not contain the organ.
+    scans must hold every id of `split.query_ids` and `split.support_ids`;
+    S = len(support_ids) x n_support_slices. Raises DataError when a scan is missing, does not
+    contain the organ, or a support scan has fewer than n_support_slices slices with it.
     """
     missing = [scan_id for scan_id in (*split.support_ids, *split.query_ids) if scan_id not in scans]
     if missing:
         raise DataError(f"scans {missing} of the fold split are not loaded (have {sorted(scans)})")
 
-    support_z = []  # per support scan, the z of each part
+    support_z = []  # per shot, the z of each part
+    shot_scan_ids = []  # per shot, its support scan
     for scan_id in split.support_ids:
         organ_slices = _support_organ_slices(scans[scan_id], label, organ)
-        support_z.append(support_slice_indices(organ_slices, n_parts))
+        try:
+            neighbours = [nearest_organ_slices(organ_slices, centre, n_support_slices)
+                          for centre in support_slice_indices(organ_slices, n_parts)]  # (P, N)
+        except DataError as error:
+            raise DataError(f"support scan {scan_id}, organ {organ}: {error}") from None
+        support_z += [list(z_row) for z_row in zip(*neighbours)]
+        shot_scan_ids += [scan_id] * n_support_slices
     support_z_indices = torch.tensor(support_z, dtype=torch.int64).T  # (P, S)
     support_images = torch.stack([
         _tiled(np.stack([scans[scan_id].image[z_row[part]]
-                         for scan_id, z_row in zip(split.support_ids, support_z)]))
+                         for scan_id, z_row in zip(shot_scan_ids, support_z)]))
         for part in range(n_parts)])
     support_masks = torch.stack([
         torch.from_numpy(np.stack([scans[scan_id].labels[z_row[part]] == label
-                                   for scan_id, z_row in zip(split.support_ids, support_z)]))
+                                   for scan_id, z_row in zip(shot_scan_ids, support_z)]))
         for part in range(n_parts)]).to(torch.float32)
 
     episodes = []
@@ -153,7 +172,7 @@ def build_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", label: 
             z_indices=torch.from_numpy(z_indices.astype(np.int64)),
             volume_shape=tuple(int(size) for size in scan.native_labels.shape),
             voxel_spacing=tuple(float(size) for size in reversed(scan.spacing)),  # files store (x, y, z)
-            support_scan_ids=tuple(split.support_ids), support_z_indices=support_z_indices))
+            support_scan_ids=tuple(shot_scan_ids), support_z_indices=support_z_indices))
         logger.debug("test episode %s scan %d: slices %d..%d", organ, scan_id, z_indices[0], z_indices[-1])
     return episodes
 
@@ -169,7 +188,8 @@ def query_scans_without_organ(scans: Mapping[int, "Scan"], split: "FoldSplit", s
 
 
 def fold_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", spec: "DatasetSpec",
-                       labels: tuple[int, ...], *, n_parts: int, z_margin: int) -> list[TestEpisode]:
+                       labels: tuple[int, ...], *, n_parts: int, z_margin: int,
+                       n_support_slices: int) -> list[TestEpisode]:
     """Every (organ, query scan) test episode of a fold, organ by organ in the order of `labels`.
 
     A query scan in which an organ appears in no slice has no episode for that organ (docs/PROTOCOL.md,
@@ -182,5 +202,6 @@ def fold_test_episodes(scans: Mapping[int, "Scan"], split: "FoldSplit", spec: "D
         for episode in build_test_episodes(
             scans, replace(split, query_ids=tuple(scan_id for scan_id in split.query_ids
                                                   if scan_id not in absent.get(spec.organs[label], ()))),
-            label=label, organ=spec.organs[label], n_parts=n_parts, z_margin=z_margin)
+            label=label, organ=spec.organs[label], n_parts=n_parts, z_margin=z_margin,
+            n_support_slices=n_support_slices)
     ]

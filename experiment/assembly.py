@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 # Configs stored in checkpoints of earlier versions: keys renamed since, and the values that
 # earlier versions used, as constants, for keys added since (so such runs still resume and load).
 RENAMED_KEYS = {"min_foreground_area": ("min_superpixel_area", "min_supervised_foreground_area")}
-EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0, "optimizer": "sgd", "warmup_steps": 0}
+EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0, "optimizer": "sgd", "warmup_steps": 0,
+                     "n_support_slices": 1}
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def absent_test_organs(config: dict, data: FoldData) -> dict[str, tuple[int, ...
 def _episodes(config: dict, data: FoldData, split: FoldSplit) -> list[TestEpisode]:
     scans = data.load(split.query_ids + split.support_ids)
     labels = tested_labels(data.spec, config["setting"], config["label_group"])
-    return fold_test_episodes(scans, split, data.spec, labels, n_parts=config["n_parts"], z_margin=config["z_margin"])
+    return fold_test_episodes(scans, split, data.spec, labels, n_parts=config["n_parts"], z_margin=config["z_margin"],
+                              n_support_slices=config["n_support_slices"])
 
 
 def _absent_organs(config: dict, data: FoldData, split: FoldSplit) -> dict[str, tuple[int, ...]]:

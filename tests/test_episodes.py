@@ -15,7 +15,7 @@ from dataloaders.episodes_supervised import SupervisedEpisodes
 from dataloaders.folds import FoldSplit
 from dataloaders.slice_selection import allowed_slices
 from dataloaders.volumes import Scan, resize_slices_nearest
-from evaluation.episodes import assign_parts, build_test_episodes, part_fractions
+from evaluation.episodes import assign_parts, build_test_episodes, nearest_organ_slices, part_fractions
 from utils.io import DataError
 from utils.seeding import make_generator, worker_init_fn
 
@@ -24,6 +24,7 @@ LIVER, RIGHT_KIDNEY, LEFT_KIDNEY, SPLEEN = 1, 2, 3, 4
 TINY_SUPERPIXEL = 9
 MIN_AREA = 20
 N_PARTS = 3  # the protocol's npart
+PROTOCOL_SUPPORT_SLICES = 1  # the protocol: one support slice per support scan and chunk
 SEED = 1234
 EPISODES = 8  # episodes per epoch where the test reads the dataset's index, not its episodes
 ANY_FOREGROUND = 1  # supervised episodes: a slice shows a class from one pixel on
@@ -247,7 +248,8 @@ def test_support_slices_queries_parts_and_z_range_on_known_organ_ranges():
         21: organ_scan(21, [5], n_slices=9),  # a single organ slice
     }
     split = FoldSplit(query_ids=(20, 21), support_ids=(10,), train_ids=())
-    first, second = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
+    first, second = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0,
+                                        n_support_slices=PROTOCOL_SUPPORT_SLICES)
 
     # zlist[int(f * 8)] for f = 1/6, 1/2, 5/6 -> positions 1, 4, 6
     assert first.support_z_indices.tolist() == [[4], [8], [10]]
@@ -273,7 +275,8 @@ def test_support_slices_queries_parts_and_z_range_on_known_organ_ranges():
 def test_z_margin_widens_the_range_and_clips_parts():
     scans = {10: organ_scan(10, [3, 4, 5], n_slices=8), 20: organ_scan(20, list(range(2, 12)), n_slices=13)}
     split = FoldSplit(query_ids=(20,), support_ids=(10,), train_ids=())
-    (episode,) = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=2)
+    (episode,) = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=2,
+                                     n_support_slices=PROTOCOL_SUPPORT_SLICES)
     assert episode.z_indices.tolist() == list(range(0, 13))  # 0..13 clipped to the volume's 0..12
     assert episode.part_index.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
     assert assign_parts(np.array([1, 12]), 2, 11, 3).tolist() == [0, 2]
@@ -283,13 +286,53 @@ def test_k_shot_stacks_one_support_per_scan_and_missing_organ_is_an_error():
     scans = {10: organ_scan(10, [3, 4, 5], 8), 11: organ_scan(11, [1, 2, 3, 4, 5, 6], 8),
              20: organ_scan(20, [2, 3], 8), 30: organ_scan(30, [], 8)}
     (episode,) = build_test_episodes(scans, FoldSplit((20,), (10, 11), ()), label=LIVER, organ="liver",
-                                     n_parts=N_PARTS, z_margin=0)
+                                     n_parts=N_PARTS, z_margin=0, n_support_slices=PROTOCOL_SUPPORT_SLICES)
     assert episode.support_images.shape == (3, 2, 3, SIZE, SIZE)
     assert episode.support_z_indices.tolist() == [[3, 2], [4, 4], [5, 6]]
     with pytest.raises(DataError, match="query scan 30"):
-        build_test_episodes(scans, FoldSplit((30,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
+        build_test_episodes(scans, FoldSplit((30,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS,
+                            z_margin=0, n_support_slices=PROTOCOL_SUPPORT_SLICES)
     with pytest.raises(DataError, match="not loaded"):
-        build_test_episodes(scans, FoldSplit((99,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0)
+        build_test_episodes(scans, FoldSplit((99,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS,
+                            z_margin=0, n_support_slices=PROTOCOL_SUPPORT_SLICES)
+
+
+def test_n_support_slices_adds_the_nearest_organ_slices_of_each_chunk_as_shots():
+    scans = {10: organ_scan(10, [3, 4, 5, 7, 8, 9, 10, 12], n_slices=20), 11: organ_scan(11, list(range(2, 9)), 10),
+             20: organ_scan(20, list(range(2, 12)), n_slices=15)}
+    split = FoldSplit(query_ids=(20,), support_ids=(10,), train_ids=())
+    (one,) = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0,
+                                 n_support_slices=PROTOCOL_SUPPORT_SLICES)
+    (four,) = build_test_episodes(scans, split, label=LIVER, organ="liver", n_parts=N_PARTS, z_margin=0,
+                                  n_support_slices=4)
+    # chunk slices 4, 8, 10 (as with one slice), then the nearest organ slices, lower z first at a tie
+    assert four.support_z_indices.tolist() == [[4, 3, 5, 7], [8, 7, 9, 10], [10, 9, 8, 12]]
+    assert four.support_images.shape == (3, 4, 3, SIZE, SIZE) and four.support_masks.shape == (3, 4, SIZE, SIZE)
+    assert four.support_scan_ids == (10, 10, 10, 10)
+    for part in range(N_PARTS):
+        assert len(set(four.support_z_indices[part].tolist())) == 4
+        assert (four.support_masks[part].flatten(1).sum(dim=1) > 0).all()  # every shot shows the organ
+        for shot, z in enumerate(four.support_z_indices[part].tolist()):
+            assert torch.equal(four.support_images[part, shot, 0], torch.from_numpy(scans[10].image[z]))
+    # the first shot is the protocol's support, and the query side is unchanged
+    assert torch.equal(four.support_images[:, :1], one.support_images)
+    assert torch.equal(four.support_masks[:, :1], one.support_masks)
+    assert torch.equal(four.support_z_indices[:, :1], one.support_z_indices)
+    for field in ("query_images", "query_labels", "part_index", "z_indices"):
+        assert torch.equal(getattr(four, field), getattr(one, field)), field
+
+    (two_scans,) = build_test_episodes(scans, FoldSplit((20,), (10, 11), ()), label=LIVER, organ="liver",
+                                       n_parts=N_PARTS, z_margin=0, n_support_slices=2)
+    assert two_scans.support_scan_ids == (10, 10, 11, 11)  # the slices of one scan adjacent
+    assert two_scans.support_z_indices.tolist() == [[4, 3, 3, 2], [8, 7, 5, 4], [10, 9, 7, 6]]
+
+
+def test_more_support_slices_than_the_organ_has_is_an_error_naming_the_scan():
+    assert nearest_organ_slices(np.array([3, 4, 5]), 3, 3) == [3, 4, 5]  # at the organ's end: one side only
+    scans = {10: organ_scan(10, [3, 4, 5], 8), 20: organ_scan(20, [2, 3], 8)}
+    with pytest.raises(DataError, match="support scan 10, organ liver: 4 support slices .* in 3 slices"):
+        build_test_episodes(scans, FoldSplit((20,), (10,), ()), label=LIVER, organ="liver", n_parts=N_PARTS,
+                            z_margin=0, n_support_slices=4)
 
 
 def test_support_slice_is_chosen_where_the_resized_mask_still_shows_the_organ():
@@ -304,7 +347,7 @@ def test_support_slice_is_chosen_where_the_resized_mask_still_shows_the_organ():
     assert not (support.labels[3] == LIVER).any()
     scans = {10: support, 20: organ_scan(20, [1, 2], n_slices=4)}
     (episode,) = build_test_episodes(scans, FoldSplit((20,), (10,), ()), label=LIVER, organ="liver", n_parts=1,
-                                     z_margin=0)
+                                     z_margin=0, n_support_slices=PROTOCOL_SUPPORT_SLICES)
     assert episode.support_z_indices.tolist() == [[4]]  # zlist [2, 4] at the model's resolution
     assert int(episode.support_masks.sum()) == 6 * 6
 
@@ -315,7 +358,8 @@ def test_support_organ_lost_by_resizing_everywhere_says_so():
     scans = {10: make_scan(10, resize_slices_nearest(native, SIZE), native_labels=native),
              20: organ_scan(20, [1], n_slices=3)}
     with pytest.raises(DataError, match=r"support scan 10: organ liver .* no slice at the model's resolution 32 x 32"):
-        build_test_episodes(scans, FoldSplit((20,), (10,), ()), label=LIVER, organ="liver", n_parts=1, z_margin=0)
+        build_test_episodes(scans, FoldSplit((20,), (10,), ()), label=LIVER, organ="liver", n_parts=1, z_margin=0,
+                            n_support_slices=PROTOCOL_SUPPORT_SLICES)
 
 
 # ---------------------------------------------------------------- CHAOST2
@@ -330,7 +374,8 @@ def test_chaost2_test_episodes_use_the_protocol_fold_scans(fold, queries, suppor
     spec = get_spec("CHAOST2")
     split = fold_split(spec, fold)
     scans = load_scans(chaost2_dir(), spec, [*split.query_ids, *split.support_ids], image_size=SIZE)
-    episodes = build_test_episodes(scans, split, label=SPLEEN, organ="spleen", n_parts=N_PARTS, z_margin=0)
+    episodes = build_test_episodes(scans, split, label=SPLEEN, organ="spleen", n_parts=N_PARTS, z_margin=0,
+                                   n_support_slices=PROTOCOL_SUPPORT_SLICES)
     assert [episode.query_scan_id for episode in episodes] == queries
     assert all(episode.support_scan_ids == support for episode in episodes)
     for episode in episodes:
