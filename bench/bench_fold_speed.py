@@ -1,11 +1,11 @@
-"""Training step time and evaluation time per fold of every model, as ratios to SSL-ALPNet.
+"""Training step time and evaluation time per fold of every model, as ratios to SSL-ALPNet (or --reference).
 
 Every model variant is built from the same Sacred named configs as train.py (dataset, setting,
 variant, profile), so the comparison is under one profile. In one process and interleaved
 round-robin (a busy machine slows every variant alike):
 
-- training step: forward with alignment, the training losses (`episode_losses` of
-  experiment/training_step.py, as train.py computes them),
+- training step: forward (with alignment where the variant's config trains with it), the training
+  losses (`episode_losses` of experiment/training_step.py, as train.py computes them),
   backward and SGD step, on the same pre-drawn superpixel episodes for every variant (drawing an
   episode is model-independent and not timed); the median over the timed steps;
 - evaluation of one fold: every protocol test episode of the fold's query scans (all test organs
@@ -16,6 +16,7 @@ round-robin (a busy machine slows every variant alike):
     python bench/bench_fold_speed.py                       # CHAOST2 in ../shared/data, `cpu` profile
     python bench/bench_fold_speed.py --data-root DIR --derived-root data/derived --steps 30 --rounds 3
     python bench/bench_fold_speed.py --config precision=bf16     # the profile of the CHAOST2 table
+    python bench/bench_fold_speed.py --variants psmnet universeg --reference psmnet   # UniverSeg vs PSMnet
 
 Without CHAOST2 it benchmarks the synthetic DEMO dataset (written to a temporary folder).
 """
@@ -45,7 +46,7 @@ from utils.runtime import check_precision, select_device  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
 
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
-REFERENCE_VARIANT = "alpnet"
+REFERENCE_VARIANT = "alpnet"  # the variant the ratios divide by, unless --reference names another
 VARIANTS = ["alpnet", "panet", "psmnet", "psm_only", "mcam_only"]
 EVALUATION_METRICS = ("dice",)  # the speed of the model's segmentation, not of the surface metrics
 
@@ -76,13 +77,15 @@ def main() -> None:
                         help="config updates on top of the profile, as on train.py's command line")
     parser.add_argument("--setting", type=int, default=1, choices=[1, 2])
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
+    parser.add_argument("--reference", default=REFERENCE_VARIANT, help="variant the ratios divide by")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant and round")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved timed rounds (after a one-step warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the fold runs used 1 each)")
     args = parser.parse_args()
-    if REFERENCE_VARIANT not in args.variants:
-        parser.error(f"--variants must include {REFERENCE_VARIANT} (the reference of the ratios)")
+    reference = args.reference
+    if reference not in args.variants:
+        parser.error(f"--variants must include {reference} (the reference of the ratios)")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
@@ -96,7 +99,11 @@ def main() -> None:
                        eval_fold=args.fold)
         configs = {variant: composed_config([dataset, f"setting{args.setting}", variant, args.profile], updates)
                    for variant in args.variants}
-        config = configs[REFERENCE_VARIANT]  # data keys are the same for every variant
+        config = configs[reference]  # the data and episodes every variant runs on
+        sizes = {variant: variant_config["image_size"] for variant, variant_config in configs.items()}
+        if len(set(sizes.values())) > 1:
+            parser.error(f"the variants run at different image sizes {sizes} under this profile; pass "
+                         "--config image_size=<one size> to compare them on the same episodes")
         seed_everything(config["seed"])
         device = select_device(config["device"])
         precision = check_precision(config["precision"])
@@ -145,10 +152,10 @@ def main() -> None:
           f"{config['model']['output_stride']}), {args.threads} thread(s); training step: median of "
           f"{args.rounds} x {args.steps} steps; evaluation: {len(fold_episodes)} test episodes, "
           f"{query_slices} query slices, fastest of {args.rounds}")
-    print(f"{'model':<10} {'step s':>8} {'step / ' + REFERENCE_VARIANT:>14} {'eval s':>8} {'eval / ' + REFERENCE_VARIANT:>14}")
+    print(f"{'model':<10} {'step s':>8} {'step / ' + reference:>14} {'eval s':>8} {'eval / ' + reference:>14}")
     for variant in configs:
-        print(f"{variant:<10} {step[variant]:>8.3f} {step[variant] / step[REFERENCE_VARIANT]:>14.2f} "
-              f"{evaluation[variant]:>8.2f} {evaluation[variant] / evaluation[REFERENCE_VARIANT]:>14.2f}")
+        print(f"{variant:<10} {step[variant]:>8.3f} {step[variant] / step[reference]:>14.2f} "
+              f"{evaluation[variant]:>8.2f} {evaluation[variant] / evaluation[reference]:>14.2f}")
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def test_a_run_saved_before_the_renamed_and_added_keys_still_resumes(demo_root, 
     # before the split, one key `min_foreground_area` set both minimum areas
     current = run("resolved_config", tiny_config(demo_root, tmp_path, min_superpixel_area=100)).result
     saved = {key: value for key, value in current.items()
-             if key not in ("min_superpixel_area", "min_supervised_foreground_area", "steps_per_epoch", "z_margin")}
+             if key not in ("min_superpixel_area", "min_supervised_foreground_area", "steps_per_epoch", "z_margin",
+                            "n_support_slices")}
     saved["min_foreground_area"] = current["min_supervised_foreground_area"]
     train_script.check_resumable(upgrade_saved_config(saved), current, tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot resume.*min_superpixel_area: 1 -> 100"):
@@ -273,6 +274,21 @@ def test_an_organ_absent_from_a_scan_is_skipped_in_validation_and_reported_at_te
     note = "Skipped 1 query scan(s) of an organ absent from them, not scored"
     assert f"{note} (docs/PROTOCOL.md, \"Organs absent from a query scan\"): spleen: scan(s) 1" in capsys.readouterr().out
     assert note in (output_dir / "table.md").read_text()
+
+
+def test_universeg_trains_without_alignment_and_tests_with_larger_support_sets(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, n_steps=2, checkpoint_every=2, validate_every=2)
+    run("train", config, named_configs=("demo", "setting1", "universeg", "cpu"))
+    run_dir = tmp_path / "DEMO_setting1_universeg_fold0"
+    state = load_checkpoint(last_checkpoint(run_dir))
+    assert state["step"] == 2 and state["config"]["alignment_loss_weight"] == 0.0
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    scalar_tags = set(events.Tags()["scalars"])
+    assert {"loss/query_ce", "loss/dice", "loss/total"} <= scalar_tags and "loss/alignment" not in scalar_tags
+    mean_dices = [run("test", {**config, "n_support_slices": n_slices},
+                      named_configs=("demo", "setting1", "universeg", "cpu")).result for n_slices in (1, 2)]
+    assert all(0.0 <= dice <= 1.0 for dice in mean_dices)
 
 
 def test_missing_data_root_names_the_folder_and_the_setting(tmp_path):
