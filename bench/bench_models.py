@@ -26,6 +26,9 @@ from models.encoder import ResNetEncoder  # noqa: E402
 from models.losses import alignment_loss, weighted_cross_entropy  # noqa: E402
 
 ENCODER_ONLY = "encoder"
+# the prototype models: built on the ResNet encoder, with the alignment branch `model_step` trains
+# (UniverSeg has neither; bench/bench_fold_speed.py compares it)
+ENCODER_MODELS = sorted(name for name, entry in MODEL_REGISTRY.items() if entry.has_alignment_branch)
 
 
 def synthetic_episode(size: int, shots: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -73,7 +76,7 @@ def bench_encoder(encoder_name: str, model_names: list[str], episode, repeats: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoders", nargs="+", default=["resnet18", "resnet50", "resnet101"])
-    parser.add_argument("--models", nargs="+", default=sorted(MODEL_REGISTRY))
+    parser.add_argument("--models", nargs="+", default=ENCODER_MODELS, choices=ENCODER_MODELS)
     parser.add_argument("--size", type=int, default=256, help="image side (pixels)")
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--output-stride", type=int, default=8)

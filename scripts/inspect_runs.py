@@ -2,8 +2,9 @@
 
     python scripts/inspect_runs.py runs/CHAOST2_setting1_psmnet_fold0 runs/CHAOST2_setting1_alpnet_fold0
 
-Every run is rebuilt from its checkpoints/last.pth and the config stored in it, and looked at on
-its fold's protocol test episodes (one support slice per organ and part of its z-range):
+Every run of a prototype model is rebuilt from its checkpoints/last.pth and the config stored in
+it, and looked at on its fold's protocol test episodes (one support slice per organ and part of
+its z-range); runs of other models (UniverSeg) are skipped with a note:
 
 - prototypes: the model's `class_prototypes` on the test supports: valid foreground and
   background prototypes, and the support foreground's area in feature cells (the soft mask
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from experiment.assembly import fold_data, load_trained_model, test_episodes  # noqa: E402
 from experiment.layout import RunLayout  # noqa: E402
+from models.base import FewShotSegmenter  # noqa: E402
 from models.prototypes import resize_masks  # noqa: E402
 
 QUERY_SLICES = 4  # query slices per episode for the attention report
@@ -101,6 +103,9 @@ def main() -> None:
                        "|---|---|---|---|---|"]
     for run_dir in args.runs:
         model, episodes = trained_model_and_test_episodes(run_dir, args.data_root, args.derived_root)
+        if not isinstance(model, FewShotSegmenter):
+            print(f"{run_dir.name}: skipped, {type(model).__name__} has no prototypes", file=sys.stderr)
+            continue
         for organ, (foreground, background, area) in prototype_counts(model, episodes).items():
             prototype_lines.append(f"| {run_dir.name} | {organ} | {foreground:.1f} | {background:.1f} | {area:.1f} |")
         for level, (tokens, update, spread) in enumerate(attention_update_norms(model, episodes) or [], start=1):
