@@ -67,11 +67,11 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     summary = summarize(evaluation, evaluation_provenance(checkpoint_path, trained.step, trained.config, config,
                                                           mismatches), skipped)
     title = (f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} "
-             f"at step {trained.step}")
+             f"at step {trained.step}, {config['n_support_slices']} support slice(s) per scan and chunk")
     print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")
 
     # --- write results ------------------------------------------------------------------------------
-    output_dir = run.evaluation(config["eval_fold"], checkpoint_path)
+    output_dir = run.evaluation(config["eval_fold"], checkpoint_path, config["n_support_slices"])
     write_evaluation(evaluation, summary, output_dir)
     if config["save_predictions"]:
         save_prediction_volumes(episodes, evaluation.predictions, data.load(data.split.query_ids),

@@ -9,6 +9,7 @@
         evaluation_fold<k>/         test.py on checkpoints/last.pth: summary.json, scores.csv, table.md,
                                     predictions/ and overlays/ when asked for
         evaluation_fold<k>_<name>/  test.py on checkpoints/<name>.pth (e.g. _initial)
+        evaluation_fold<k>[_<name>]_support<N>/  the same with n_support_slices = N > 1
 
 An evaluation always lives in the run folder of the checkpoint it scored (`RunLayout.of_checkpoint`),
 so that one run's scores never land in another's.
@@ -29,6 +30,8 @@ INITIAL_CHECKPOINT_NAME = "initial.pth"
 TENSORBOARD_FOLDER = "tensorboard"
 SACRED_FOLDER = "sacred"
 EVALUATION_PREFIX = "evaluation_fold"
+SUPPORT_SIZE_SUFFIX = "_support"  # + N: evaluations with N support slices per scan and chunk
+PROTOCOL_SUPPORT_SLICES = 1  # the protocol's support: its evaluations carry no support-size suffix
 FOLD_SUFFIX = re.compile(r"_fold(\d+)$")
 
 
@@ -76,10 +79,14 @@ class RunLayout:
     def sacred(self) -> Path:
         return self.folder / SACRED_FOLDER
 
-    def evaluation(self, fold: int, checkpoint: Path | None = None) -> Path:
+    def evaluation(self, fold: int, checkpoint: Path | None = None,
+                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> Path:
         """evaluation_fold<k> for the final weights (checkpoint None or last.pth), else
-        evaluation_fold<k>_<checkpoint file stem>."""
+        evaluation_fold<k>_<checkpoint file stem>; + _support<N> for N support slices other than
+        the protocol's one."""
         suffix = "" if checkpoint is None or Path(checkpoint).name == LAST_CHECKPOINT_NAME else f"_{Path(checkpoint).stem}"
+        if n_support_slices != PROTOCOL_SUPPORT_SLICES:
+            suffix += f"{SUPPORT_SIZE_SUFFIX}{n_support_slices}"
         return self.folder / f"{EVALUATION_PREFIX}{fold}{suffix}"
 
 

@@ -24,12 +24,13 @@ from experiment.layout import RunLayout
 logger = logging.getLogger(__name__)
 
 # Config keys that do not change what a run learns or which scans it sees: where files are, how
-# often it logs, checkpoints and validates, what test.py writes. Runs that differ only in these
-# are the same experiment.
+# often it logs, checkpoints and validates, what test.py writes, how many support slices evaluation
+# uses (the support-size curve evaluates trained folds again with another n_support_slices). Runs
+# that differ only in these are the same experiment.
 BOOKKEEPING_KEYS = frozenset({
     "resume", "num_workers", "log_every", "checkpoint_every", "validate_every", "device", "eval_batch_size",
     "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root", "derived_root", "runs_root",
-    "run_name", "allow_config_mismatch",
+    "run_name", "allow_config_mismatch", "n_support_slices",
 })
 # what test.py takes from the checkpoint's training config rather than from the request
 BOUND_KEYS = ("dataset", "setting", "label_group", "eval_fold")
@@ -108,10 +109,11 @@ def _describe_mismatch(key: str, values: dict) -> str:
 
 def evaluation_provenance(checkpoint: Path, step: int, trained: dict, evaluated: dict, mismatches: dict) -> dict:
     """The summary.json fields that say what was scored: the evaluated dataset, fold, setting and
-    label group, the checkpoint (path, SHA-256, step), its model and full training config, and any
-    mismatch that `allow_config_mismatch` let through."""
+    label group, the support slices per scan and chunk, the checkpoint (path, SHA-256, step), its
+    model and full training config, and any mismatch that `allow_config_mismatch` let through."""
     return {
         **{key: evaluated[key] for key in BOUND_KEYS},
+        "n_support_slices": evaluated["n_support_slices"],
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_sha256(checkpoint),
         "step": step,

@@ -5,7 +5,8 @@
 Everything after `--` is passed to train.py and test.py (with `eval_fold=<k>` added). A fold whose
 training finished is not trained again (train.py resumes from its last checkpoint and stops at
 once); a fold whose evaluation is newer than its checkpoint is not evaluated again. Summarise the
-folds with scripts/summarize_folds.py.
+folds with scripts/summarize_folds.py. Adding `n_support_slices=<N>` to trained folds evaluates
+them with larger support sets, next to the protocol's evaluation (experiment/layout.py).
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from evaluation.reports import SUMMARY_NAME  # noqa: E402
 from experiment.layout import RunLayout  # noqa: E402
 
 
-def fold_run(sacred_args: list[str], fold: int) -> RunLayout:
-    """The run folder train.py uses for these arguments and fold."""
+def fold_run(sacred_args: list[str], fold: int) -> tuple[RunLayout, int]:
+    """The run folder train.py uses for these arguments and fold, and the support slices test.py uses."""
     named_configs, updates = parse_command_line(sacred_args)
-    return RunLayout.of(composed_config(named_configs, {**updates, "eval_fold": fold}))
+    config = composed_config(named_configs, {**updates, "eval_fold": fold})
+    return RunLayout.of(config), config["n_support_slices"]
 
 
 def run_script(script: str, sacred_args: list[str], fold: int) -> float:
@@ -47,8 +49,8 @@ def main() -> None:
     sacred_args = [arg for arg in args.sacred_args if arg != "--"]
 
     for fold in args.folds:
-        layout = fold_run(sacred_args, fold)
-        summary = layout.evaluation(fold) / SUMMARY_NAME
+        layout, n_support_slices = fold_run(sacred_args, fold)
+        summary = layout.evaluation(fold, n_support_slices=n_support_slices) / SUMMARY_NAME
         train_seconds = run_script("train.py", sacred_args, fold)
         if summary.is_file() and summary.stat().st_mtime > layout.last_checkpoint.stat().st_mtime:
             print(f"fold {fold}: evaluation up to date ({summary})")

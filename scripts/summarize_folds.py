@@ -3,6 +3,7 @@
     python scripts/summarize_folds.py runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet
     python scripts/summarize_folds.py "runs/CHAOST2_setting2_group0_psmnet+runs/CHAOST2_setting2_group1_psmnet"
     python scripts/summarize_folds.py runs/CHAOST2_setting1_psmnet --metrics dice hd95 assd precision recall
+    python scripts/summarize_folds.py runs/CHAOST2_setting1_universeg --support-slices 4   # test.py n_support_slices=4
 
 Each argument is one table row: a run-name prefix (the folds are `<prefix>_fold<k>`), or several
 prefixes joined by `+` whose organs are combined (Setting 2 trains one model per organ group).
@@ -24,20 +25,21 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
 from evaluation.reports import SUMMARY_NAME, fold_table, undefined_counts  # noqa: E402
-from experiment.layout import fold_runs, row_name  # noqa: E402
+from experiment.layout import PROTOCOL_SUPPORT_SLICES, fold_runs, row_name  # noqa: E402
 from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row  # noqa: E402
 from utils.io import read_json  # noqa: E402
 
 DEFAULT_METRICS = ("dice", "hd95")
 
 
-def row_evaluations(row: str) -> list[FoldEvaluation]:
-    """The summary.json of every evaluated fold of one table row, once they are known to come from
-    one model trained with one config (experiment/provenance.py)."""
+def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> list[FoldEvaluation]:
+    """The summary.json of every evaluated fold of one table row (evaluated with `n_support_slices`
+    support slices per scan and chunk), once they are known to come from one model trained with one
+    config (experiment/provenance.py)."""
     evaluations = []
     for prefix in row.split("+"):
         for fold, run in fold_runs(prefix).items():
-            summary_path = run.evaluation(fold) / SUMMARY_NAME
+            summary_path = run.evaluation(fold, n_support_slices=n_support_slices) / SUMMARY_NAME
             if summary_path.is_file():
                 evaluations.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))
     if not evaluations:
@@ -57,10 +59,11 @@ def fold_summaries(evaluations: list[FoldEvaluation]) -> dict[int, dict[str, dic
     return dict(sorted(per_fold.items()))
 
 
-def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
+def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
+                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> str:
     """One markdown table per metric, with a note where a metric was undefined for some scans, and
     one where query scans without an organ were skipped (docs/PROTOCOL.md)."""
-    evaluations = {row_name(row): row_evaluations(row) for row in rows}
+    evaluations = {row_name(row): row_evaluations(row, n_support_slices) for row in rows}
     results = {name: fold_summaries(row) for name, row in evaluations.items()}
     sections = []
     for metric in metrics:
@@ -80,8 +83,10 @@ def main() -> None:
     parser.add_argument("rows", nargs="+", help="run-name prefixes, one per row ('+' joins organ groups)")
     parser.add_argument("--metrics", nargs="+", choices=list(METRICS), default=list(DEFAULT_METRICS),
                         help="one table per metric (default: %(default)s)")
+    parser.add_argument("--support-slices", type=int, default=PROTOCOL_SUPPORT_SLICES,
+                        help="the evaluations with this n_support_slices (default: the protocol's %(default)s)")
     args = parser.parse_args()
-    print(summary_tables(args.rows, tuple(args.metrics)))
+    print(summary_tables(args.rows, tuple(args.metrics), args.support_slices))
 
 
 if __name__ == "__main__":

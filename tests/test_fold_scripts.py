@@ -17,10 +17,11 @@ CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 
 def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100,
                   organ_hd95: dict[str, tuple[float, int]] | None = None, training: dict | None = None,
-                  mismatch: dict | None = None) -> Path:
+                  mismatch: dict | None = None, folder_suffix: str = "") -> Path:
     """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)};
-    training: the checkpoint's training config (None: a summary written before provenance was recorded)."""
-    folder = run_dir / f"evaluation_fold{fold}"
+    training: the checkpoint's training config (None: a summary written before provenance was recorded);
+    folder_suffix: after evaluation_fold<k> (e.g. _support4)."""
+    folder = run_dir / f"evaluation_fold{fold}{folder_suffix}"
     organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
     for organ, (hd95, undefined) in (organ_hd95 or {}).items():
         organs[organ].update(hd95=hd95, undefined={"dice": 0, "hd95": undefined})
@@ -51,6 +52,17 @@ def test_fold_table_reports_mean_and_population_std_over_folds(tmp_path):
     table = summary_table([str(tmp_path / "X_setting1_psmnet")])
     row = table.splitlines()[2]
     assert row == "| X_setting1_psmnet | 2 | 75.00 ± 5.00 | 50.00 ± 10.00 | 62.50 ± 7.50 |"
+
+
+def test_fold_table_of_a_support_size_reads_the_evaluations_with_that_many_slices(tmp_path):
+    write_summary(tmp_path / "X_setting1_universeg_fold0", 0, {"liver": 0.50})
+    write_summary(tmp_path / "X_setting1_universeg_fold0", 0, {"liver": 0.70}, folder_suffix="_support4")
+    rows = [str(tmp_path / "X_setting1_universeg")]
+    assert summary_table(rows).splitlines()[2] == "| X_setting1_universeg | 1 | 50.00 ± 0.00 | 50.00 ± 0.00 |"
+    support4 = summary_tables(rows, ("dice",), n_support_slices=4).split("\n\n")[1]
+    assert support4.splitlines()[2] == "| X_setting1_universeg | 1 | 70.00 ± 0.00 | 70.00 ± 0.00 |"
+    with pytest.raises(SystemExit, match="no evaluated folds"):
+        summary_tables(rows, ("dice",), n_support_slices=8)
 
 
 def test_setting2_groups_joined_with_plus_form_one_row(tmp_path):

@@ -289,6 +289,10 @@ def test_universeg_trains_without_alignment_and_tests_with_larger_support_sets(d
     mean_dices = [run("test", {**config, "n_support_slices": n_slices},
                       named_configs=("demo", "setting1", "universeg", "cpu")).result for n_slices in (1, 2)]
     assert all(0.0 <= dice <= 1.0 for dice in mean_dices)
+    # the protocol's evaluation and the larger support set's lie side by side
+    for folder, n_slices, dice in zip(("evaluation_fold0", "evaluation_fold0_support2"), (1, 2), mean_dices):
+        summary = read_json(run_dir / folder / "summary.json")
+        assert summary["n_support_slices"] == n_slices and summary["mean_dice"] == pytest.approx(dice)
 
 
 def test_missing_data_root_names_the_folder_and_the_setting(tmp_path):
