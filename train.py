@@ -29,7 +29,6 @@ from experiment.layout import RunLayout
 from experiment.optimisation import build_optimizer, build_scheduler
 from experiment.provenance import BOOKKEEPING_KEYS
 from experiment.training_step import episode_losses
-from models import check_alignment_weight
 from utils.checkpoint import load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
 from utils.io import remove_stale_temporary_files
 from utils.runtime import check_precision, select_device
@@ -58,9 +57,7 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     device = select_device(config["device"])
     precision = check_precision(config["precision"])
 
-    # --- model first: missing pretrained weights or a loss the model cannot produce stop the run
-    # before minutes of data preparation ---
-    check_alignment_weight(config["model"]["name"], config["alignment_loss_weight"])
+    # --- model first: missing pretrained weights stop the run before minutes of data preparation ---
     model = build_model_from_config(config).to(device)
 
     # --- data: the fold's training episodes and validation episodes -----------------------------

@@ -19,7 +19,7 @@ from dataloaders.slice_selection import EXCLUSION_RULES
 from dataloaders.specs import get_spec
 from evaluation.metrics import check_metric_names
 from experiment.optimisation import OPTIMIZERS
-from models import minimum_feature_size
+from models import check_alignment_weight, image_size_multiple, minimum_feature_size
 from utils.runtime import check_precision
 
 # key -> smallest valid integer, for counts that train.py uses (no upper bound)
@@ -37,7 +37,7 @@ TRAINING_COUNTS = {
     "min_supervised_foreground_area": 0,
 }
 # key -> smallest valid integer, for counts that evaluation (test.py and validation) uses
-EVALUATION_COUNTS = {"eval_batch_size": 1, "n_shots": 1, "n_parts": 1, "z_margin": 0}
+EVALUATION_COUNTS = {"eval_batch_size": 1, "n_shots": 1, "n_parts": 1, "z_margin": 0, "n_support_slices": 1}
 # what the smallest value of a count means, where it has a meaning of its own
 COUNT_MEANINGS = {"validate_every": "0: never validate", "warmup_steps": "0: no warm-up", "num_workers": "0: load in the training process"}
 # keys that must be non-negative numbers
@@ -73,6 +73,10 @@ def check_training_config(config: dict) -> None:
         raise ConfigError(f"config: lr={config['lr']!r} is out of range: expected a number > 0")
     if not _is_number(config["lr_decay"]) or not 0 < config["lr_decay"] <= 1:
         raise ConfigError(f"config: lr_decay={config['lr_decay']!r} is out of range: expected a number in (0, 1]")
+    try:  # a loss term the model cannot produce (UniverSeg has no alignment branch)
+        check_alignment_weight(config["model"]["name"], config["alignment_loss_weight"])
+    except ValueError as error:
+        raise ConfigError(f"config: {error}") from None
     weights = config["class_weights"]
     if (not isinstance(weights, (list, tuple)) or len(weights) != N_CLASSES
             or not all(_is_number(weight) and weight >= 0 for weight in weights)):
@@ -106,6 +110,10 @@ def _check_image_size(config: dict) -> None:
             f"config: image_size={size!r} is out of range: expected None or an integer >= {smallest_size} "
             f"(output_stride {model['output_stride']} x the {smallest_grid} x {smallest_grid} feature grid that "
             f"{model['name']} needs)")
+    multiple = image_size_multiple(model["name"], config["model_options"])
+    if size is not None and size % multiple:
+        raise ConfigError(f"config: image_size={size!r} is out of range: {model['name']} needs a multiple of "
+                          f"{multiple} (its encoder halves the image between stages)")
 
 
 def _check_counts(config: dict, minimums: dict[str, int]) -> None:

@@ -124,6 +124,12 @@ def minimum_feature_size(name: str, options: dict[str, object]) -> int:
     return getattr(_resolved_options(name, options), "minimum_feature_size", 1)
 
 
+def image_size_multiple(name: str, options: dict[str, object]) -> int:
+    """Image sides model `name` needs to be multiples of, with `options` (UniverSeg: 2 ** (encoder
+    stages - 1); models that upsample their logits to any size: 1)."""
+    return getattr(_resolved_options(name, options), "image_size_multiple", 1)
+
+
 def _resolved_options(name: str, options: dict[str, object]) -> object:
     """The options dataclass of model `name`; unknown options raise a ValueError listing the valid ones."""
     valid = model_options(name)
@@ -149,4 +155,5 @@ def build_model(
 
 
 __all__ = ["LOSS_RECIPES", "MODEL_REGISTRY", "FewShotOutput", "alignment_loss_weight", "build_model",
-           "check_alignment_weight", "minimum_feature_size", "model_options", "original_steps"]
+           "check_alignment_weight", "image_size_multiple", "minimum_feature_size", "model_options",
+           "original_steps"]

@@ -60,6 +60,11 @@ class UniverSegOptions:
             raise ValueError(f"decoder_widths needs one width per skip connection ({len(self.encoder_widths) - 1} "
                              f"for {len(self.encoder_widths)} encoder stages), got {self.decoder_widths}")
 
+    @property
+    def image_size_multiple(self) -> int:
+        """Image sides must be multiples of this: the encoder halves them between its stages."""
+        return POOLING ** (len(self.encoder_widths) - 1)
+
 
 def _convolution(in_channels: int, out_channels: int, kernel_size: int, followed_by_leaky_relu: bool) -> nn.Conv2d:
     """A same-padded convolution initialised as the released code: Kaiming normal, zero bias."""
@@ -110,11 +115,6 @@ class UniverSeg(nn.Module):
             query_channels = support_channels = width
         self.output_convolution = _convolution(query_channels, 1, 1, False)
 
-    @property
-    def size_multiple(self) -> int:
-        """Image sides must be multiples of this (the encoder halves them between stages)."""
-        return POOLING ** (len(self.options.encoder_widths) - 1)
-
     def forward(
         self,
         support_images: torch.Tensor,
@@ -124,7 +124,7 @@ class UniverSeg(nn.Module):
     ) -> FewShotOutput:
         """support_images (B|1, S, C, H, W), support_masks (B|1, S, H, W), query_images (B, C, H, W)
         -> FewShotOutput(logits (B, 2, H, W) = [-z / 2, z / 2], alignment None); C >= 1 channels of
-        which the first is used, H and W multiples of `size_multiple`."""
+        which the first is used, H and W multiples of `options.image_size_multiple`."""
         if return_alignment:
             raise ValueError("universeg has no alignment branch: train it with alignment_loss_weight=0")
         self._check_episode(support_images, support_masks, query_images)
@@ -164,9 +164,9 @@ class UniverSeg(nn.Module):
                              "same channels and image size")
         if support_images.shape[1] < 1:
             raise ValueError("universeg needs at least one support pair, got S = 0")
-        if any(side % self.size_multiple for side in query_images.shape[-2:]):
+        if any(side % self.options.image_size_multiple for side in query_images.shape[-2:]):
             raise ValueError(f"universeg with {len(self.options.encoder_widths)} encoder stages needs image sides that "
-                             f"are multiples of {self.size_multiple}, got {tuple(query_images.shape[-2:])}")
+                             f"are multiples of {self.options.image_size_multiple}, got {tuple(query_images.shape[-2:])}")
 
 
 def _pool(features: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 
 import train as train_script  # noqa: F401  (registers the "train" main)
 from config import ex
+from experiment.config_checks import ConfigError, check_evaluation_config, check_training_config
 from experiment.training_step import episode_losses
 from models import alignment_loss_weight, build_model, check_alignment_weight
 from models.losses import soft_dice_loss, weighted_cross_entropy
@@ -182,6 +183,17 @@ def test_the_universeg_config_has_no_alignment_and_128_pixel_slices_in_any_order
     assert config["model"]["name"] == "universeg" and config["model"]["pretrained"] is None
     assert config["alignment_loss_weight"] == 0.0 and config["dice_loss_weight"] == 1.0
     assert config["image_size"] == 128 and config["n_steps"] == 1200
+
+
+def test_config_checks_refuse_an_alignment_weight_an_image_size_off_the_grid_and_no_support_slice():
+    check_training_config(composed("chaost2", "universeg", "cpu"))
+    with pytest.raises(ConfigError, match=r"model 'universeg' has no alignment branch.*alignment_loss_weight=1\.0"):
+        check_training_config(composed("chaost2", "universeg", "cpu", alignment_loss_weight=1.0))
+    with pytest.raises(ConfigError, match=r"image_size=100 .*universeg needs a multiple of 8"):
+        check_training_config(composed("chaost2", "universeg", "cpu", image_size=100))
+    check_training_config(composed("chaost2", "psmnet", "cpu", image_size=100))  # upsampled logits: any size
+    with pytest.raises(ConfigError, match=r"n_support_slices=0 is out of range"):
+        check_evaluation_config(composed("chaost2", "universeg", "cpu", n_support_slices=0))
 
 
 def test_training_universeg_with_an_alignment_weight_stops_before_any_data_is_read(tmp_path):
