@@ -221,8 +221,8 @@ def panet():
 @ex.named_config
 def universeg():
     # UniverSeg (docs/METHOD.md "UniverSeg"): CrossBlock encoder-decoder trained from scratch (no
-    # published weights reachable here), 128 x 128 slices as the paper, no alignment branch; the
-    # paper's soft Dice loss on top of the framework's query cross-entropy.
+    # published weights reachable here), 128 x 128 slices as the paper, no alignment branch; a soft
+    # Dice loss (the paper's, as METHOD.md reads it) on top of the framework's query cross-entropy.
     model = dict(name="universeg", pretrained=None)
     image_size = 128
     dice_loss_weight = 1.0
