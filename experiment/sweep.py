@@ -2,9 +2,10 @@
 
 A run trains one fold with train.py and evaluates it with test.py, each in a fresh process, in the
 run folder that train.py would use (experiment/layout.py). A run whose evaluation is newer than
-its checkpoint and scores the configured number of steps is done and skipped; any other run goes
-through train.py, which resumes from the last checkpoint (or returns at once when training is
-finished), then through test.py.
+its checkpoint and scored the run's config (the same training config, bookkeeping aside, and
+n_steps) is done and skipped; any other run goes through train.py, which resumes from the last
+checkpoint (returns at once when training is finished, refuses a changed training config with an
+error naming the keys), then through test.py.
 
 Workers are environments a run is started in: one per GPU (`CUDA_VISIBLE_DEVICES=<id>`, one run
 per GPU at a time), or N CPU processes (`OMP_NUM_THREADS` each, no GPU). Slurm jobs go through
@@ -30,6 +31,7 @@ import torch
 
 from evaluation.reports import SUMMARY_NAME
 from experiment.layout import RunLayout
+from experiment.provenance import BOOKKEEPING_KEYS, TRAINING_CONFIG_KEY
 from utils.io import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +43,13 @@ Composer = Callable[[Sequence[str]], dict]  # train.py arguments -> the config t
 
 @dataclass(frozen=True)
 class FoldJob:
-    """One run of a table: train.py then test.py with these arguments (eval_fold included)."""
+    """One run of a table: train.py then test.py with these arguments (eval_fold included), and the
+    config they compose."""
 
     arguments: tuple[str, ...]
     fold: int
     run_folder: Path
-    n_steps: int
+    config: dict
 
     @property
     def name(self) -> str:
@@ -84,25 +87,30 @@ def table_jobs(rows: Sequence[Sequence[str]], folds: Sequence[int], compose: Com
             arguments = [argument for argument in (*common, *row) if argument != "with"] + [f"eval_fold={fold}"]
             config = compose(arguments)
             if not seeds:
-                jobs.append(FoldJob(tuple(arguments), fold, RunLayout.of(config).folder, config["n_steps"]))
+                jobs.append(FoldJob(tuple(arguments), fold, RunLayout.of(config).folder, config))
                 continue
             for seed in seeds:
                 runs_root = str(Path(config["runs_root"]) / SEED_FOLDER.format(seed=seed))
                 seeded = {**config, "seed": seed, "runs_root": runs_root}
                 jobs.append(FoldJob(tuple(arguments) + (f"seed={seed}", f"runs_root={runs_root}"), fold,
-                                    RunLayout.of(seeded).folder, config["n_steps"]))
+                                    RunLayout.of(seeded).folder, seeded))
     return jobs
 
 
 def evaluation_is_current(job: FoldJob) -> bool:
-    """The run's evaluation is newer than its last checkpoint and scores the configured steps."""
+    """The run's evaluation is newer than its last checkpoint and scored a model trained for the
+    job's n_steps with the job's training config (keys other than bookkeeping)."""
     layout = RunLayout(job.run_folder)
-    summary = layout.evaluation(job.fold) / SUMMARY_NAME
-    if not (summary.is_file() and layout.last_checkpoint.is_file()):
+    summary_path = layout.evaluation(job.fold) / SUMMARY_NAME
+    if not (summary_path.is_file() and layout.last_checkpoint.is_file()):
         return False
-    if summary.stat().st_mtime <= layout.last_checkpoint.stat().st_mtime:
+    if summary_path.stat().st_mtime <= layout.last_checkpoint.stat().st_mtime:
         return False
-    return read_json(summary).get("step") == job.n_steps
+    summary = read_json(summary_path)
+    trained = summary.get(TRAINING_CONFIG_KEY, {})
+    changed = [key for key in trained.keys() | job.config.keys()
+               if key not in BOOKKEEPING_KEYS and trained.get(key) != job.config.get(key)]
+    return summary.get("step") == job.config["n_steps"] and not changed
 
 
 def script_command(script: str, arguments: Sequence[str]) -> list[str]:

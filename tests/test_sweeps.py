@@ -1,6 +1,7 @@
 """scripts/run_sweep.py and experiment/sweep.py: tables of tiny demo runs on CPU workers and submitit."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import experiment.sweep as sweep
 from conftest import command_line_arguments, tiny_config
 from experiment.sweep import FoldJob, JobOutcome, cpu_workers, run_on_workers, table_jobs
 from utils.checkpoint import load_checkpoint
-from utils.io import read_json
+from utils.io import read_json, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("psmnet", "panet")
@@ -78,7 +79,8 @@ def test_table_runs_are_fold_major_and_seeds_get_their_own_runs_root():
         "runs/seed1/psmnet_fold3", "runs/seed2/psmnet_fold3", "runs/seed1/alpnet_fold3", "runs/seed2/alpnet_fold3",
         "runs/seed1/psmnet_fold4", "runs/seed2/psmnet_fold4", "runs/seed1/alpnet_fold4", "runs/seed2/alpnet_fold4"]
     assert jobs[1].arguments == ("demo", "psmnet", "eval_fold=3", "seed=2", "runs_root=runs/seed2")
-    assert composed[0] == ["demo", "psmnet", "eval_fold=3"] and {job.n_steps for job in jobs} == {7}
+    assert composed[0] == ["demo", "psmnet", "eval_fold=3"]
+    assert jobs[1].config == {"runs_root": "runs/seed2", "n_steps": 7, "run_name": "psmnet_fold3", "seed": 2}
 
 
 def test_each_worker_runs_one_job_at_a_time_and_every_worker_is_used(monkeypatch, tmp_path):
@@ -98,9 +100,33 @@ def test_each_worker_runs_one_job_at_a_time_and_every_worker_is_used(monkeypatch
 
     monkeypatch.setattr(sweep, "run_fold_job", fake_run)
     workers = [{**environment, "WORKER": str(index)} for index, environment in enumerate(cpu_workers(2, 1))]
-    jobs = [FoldJob(("demo",), 0, tmp_path / f"run{index}", 1) for index in range(6)]
+    jobs = [FoldJob(("demo",), 0, tmp_path / f"run{index}", {"n_steps": 1}) for index in range(6)]
     results = list(run_on_workers(jobs, workers))
     assert sorted(job.run_folder.name for job, _, _ in results) == sorted(job.run_folder.name for job in jobs)
     assert all(error is None and outcome.describe() == "train 1 s, test 2 s" for _, outcome, error in results)
     assert most_at_once == {"0": 1, "1": 1}
     assert workers[0]["OMP_NUM_THREADS"] == "1" and workers[0]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_an_evaluation_is_current_only_if_newer_than_the_checkpoint_and_of_the_same_training(tmp_path):
+    config = {"lr": 0.01, "n_steps": 4, "seed": 1, "eval_fold": 0, "log_every": 5, "runs_root": "runs"}
+    job = FoldJob(("demo",), 0, tmp_path, config)
+    checkpoint = tmp_path / "checkpoints" / "last.pth"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    summary = tmp_path / "evaluation_fold0" / "summary.json"
+    assert not sweep.evaluation_is_current(job)  # never evaluated
+
+    def evaluated(step=4, **training):
+        write_json({"step": step, "training_config": {**config, **training}}, summary)
+        os.utime(summary, (checkpoint.stat().st_mtime + 1,) * 2)
+
+    evaluated(log_every=50, runs_root="elsewhere")  # bookkeeping keys may differ
+    assert sweep.evaluation_is_current(job)
+    evaluated(lr=0.5)  # the row's config changed since: train.py must say so
+    assert not sweep.evaluation_is_current(job)
+    evaluated(step=2, n_steps=2)  # n_steps raised since: the run resumes
+    assert not sweep.evaluation_is_current(job)
+    evaluated()
+    os.utime(checkpoint, (summary.stat().st_mtime + 1,) * 2)  # trained further after the evaluation
+    assert not sweep.evaluation_is_current(job)
