@@ -51,10 +51,6 @@ class FoldJob:
     run_folder: Path
     config: dict
 
-    @property
-    def name(self) -> str:
-        return str(self.run_folder)
-
 
 @dataclass(frozen=True)
 class JobOutcome:
