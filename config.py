@@ -26,6 +26,7 @@ from evaluation.metrics import METRIC_NAMES
 from experiment.layout import RunLayout
 from models import alignment_loss_weight as recipe_alignment_weight
 from models import original_steps
+from utils.distributed import launched_ranks
 
 SETTINGS.CAPTURE_MODE = "sys"  # "fd" capture breaks tqdm and interleaves worker output
 SETTINGS.CONFIG.READ_ONLY_CONFIG = False  # scripts may pass the config dict on as plain data
@@ -254,10 +255,11 @@ def cpu():
 @ex.config_hook
 def add_run_observer(config, command_name, logger):
     """Store every run's config, log and result in its run folder (experiment/layout.py); test.py's
-    with an explicit checkpoint in that checkpoint's run, where its evaluation goes."""
+    with an explicit checkpoint in that checkpoint's run, where its evaluation goes; under torchrun,
+    rank 0 alone keeps the record."""
     evaluated = command_name == "test" and config["checkpoint"]
     run = (RunLayout.of_checkpoint(config["checkpoint"]) if evaluated else None) or RunLayout.of(config)
-    ex.observers[:] = [FileStorageObserver(str(run.sacred))]
+    ex.observers[:] = [FileStorageObserver(str(run.sacred))] if launched_ranks().is_main else []
     return config
 
 

@@ -2,11 +2,14 @@
 
     python train.py with demo cpu                       # minutes on a laptop CPU
     python train.py with chaost2 setting2 label_group=1 psmnet eval_fold=3
+    torchrun --standalone --nproc_per_node=4 train.py with chaost2 psmnet batch_size=4   # data-parallel
 
 The loop reads top to bottom: build (model, data, optimiser), resume, then per step: forward,
 loss, update, log, validate, checkpoint. The fold's data, episodes and model come from
 experiment/assembly.py, the run folder (checkpoints, tensorboard, Sacred record) from
-experiment/layout.py, the losses from experiment/training_step.py.
+experiment/layout.py, the losses from experiment/training_step.py. Under torchrun, each process
+trains on its share of each step's episodes and rank 0 alone logs, validates and writes
+checkpoints (utils/distributed.py).
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from experiment.optimisation import build_optimizer, build_scheduler
 from experiment.provenance import BOOKKEEPING_KEYS
 from experiment.training_step import episode_losses
 from utils.checkpoint import load_checkpoint, load_model_weights, restore_rng_states, save_checkpoint
+from utils.distributed import (Ranks, data_parallel, join_process_group, launched_ranks, main_rank_first,
+                               mean_over_ranks)
 from utils.io import remove_stale_temporary_files
 from utils.runtime import check_precision, select_device
 from utils.seeding import make_generator, seed_everything, worker_init_fn
@@ -53,8 +58,9 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     config = dict(_config)
     check_training_config(config)  # a value out of range stops here, not at the first validation or checkpoint
     run = RunLayout.of(config)
-    seed_everything(config["seed"])
-    device = select_device(config["device"])
+    seed_everything(config["seed"])  # the same on every rank: the same initial weights
+    ranks = launched_ranks()
+    device = join_process_group(ranks, select_device(config["device"]))
     precision = check_precision(config["precision"])
 
     # --- model first: missing pretrained weights stop the run before minutes of data preparation ---
@@ -63,7 +69,8 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     # --- data: the fold's training episodes and validation episodes -----------------------------
     data = fold_data(config)
     if uses_superpixels(config):
-        with tqdm(total=len(data.spec.scan_ids), desc=f"superpixels of {data.spec.name}", dynamic_ncols=True) as bar:
+        with main_rank_first(ranks), tqdm(total=len(data.spec.scan_ids), desc=f"superpixels of {data.spec.name}",
+                                          dynamic_ncols=True, disable=not ranks.is_main) as bar:
             ensure_superpixels(config, data, on_scan_done=lambda scan_id: bar.update())
     episodes = training_dataset(config, data)
     validation = validation_episodes(config, data)
@@ -74,7 +81,8 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
     class_weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
 
     # --- resume (a save killed midway left a temporary file: it goes) -----------------------------
-    remove_stale_temporary_files(run.last_checkpoint.parent)
+    if ranks.is_main:
+        remove_stale_temporary_files(run.last_checkpoint.parent)
     start_step = 0
     if config["resume"] and run.last_checkpoint.is_file():
         state = load_checkpoint(run.last_checkpoint, map_location=device)
@@ -85,7 +93,7 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         restore_rng_states(state["rng"])
         start_step = state["step"]
         logger.info("resuming %s from step %d", run.last_checkpoint, start_step)
-    else:
+    elif ranks.is_main:
         save_checkpoint(run.initial_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=0,
                         config=config)
     if start_step >= config["n_steps"]:
@@ -94,18 +102,21 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
 
     # events after the checkpoint's step came from the interrupted run and are dropped; those at
     # its step (validation Dice, losses) belong to the weights being resumed and stay
-    writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=start_step + 1)
-    batches = episode_batches(episodes, config["batch_size"], start_step, config["num_workers"], config["seed"])
-    model.train()
+    writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=start_step + 1) if ranks.is_main else None
+    batches = episode_batches(episodes, config["batch_size"], start_step, config["num_workers"], config["seed"], ranks)
+    network = data_parallel(model, ranks, device)  # DistributedDataParallel under torchrun, else the model
+    network.train()
     progress = tqdm(range(start_step, config["n_steps"]), initial=start_step, total=config["n_steps"],
-                    desc=f"train {run.folder.name}", dynamic_ncols=True)
+                    desc=f"train {run.folder.name}", dynamic_ncols=True, disable=not ranks.is_main)
     for step in progress:
-        # --- forward and loss ----------------------------------------------------------------------
+        # --- forward and loss (of this rank's share of the step's episodes) ---------------------------
         batch = {key: value.to(device, non_blocking=True) for key, value in next(batches).items()}
-        output, losses = episode_losses(model, batch, config, class_weights, device, precision)
+        output, losses = episode_losses(network, batch, config, class_weights, device, precision)
         loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"step {step + 1}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} }); "
+        step_losses = mean_over_ranks(losses, ranks)  # the step's losses, the same on every rank
+        step_loss = sum(step_losses.values())
+        if not math.isfinite(step_loss):
+            raise TrainingDiverged(f"step {step + 1}: loss is {step_loss} ({step_losses}); "
                                    f"lower lr or check the data; last checkpoint: {run.last_checkpoint}")
 
         # --- update ----------------------------------------------------------------------------------
@@ -115,13 +126,16 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         scheduler.step()
         done = step + 1
 
+        if not ranks.is_main:  # rank 0 alone logs, validates and saves
+            continue
+
         # --- log ---------------------------------------------------------------------------------------
         if done % config["log_every"] == 0 or done == config["n_steps"]:
-            for name, value in losses.items():
-                writer.add_scalar(loss_tag(name), value.item(), done)
-            writer.add_scalar(TOTAL_LOSS_TAG, loss.item(), done)
+            for name, value in step_losses.items():
+                writer.add_scalar(loss_tag(name), value, done)
+            writer.add_scalar(TOTAL_LOSS_TAG, step_loss, done)
             writer.add_scalar(LEARNING_RATE_TAG, scheduler.get_last_lr()[0], done)
-            progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
 
         # --- validate ----------------------------------------------------------------------------
         if config["validate_every"] and (done % config["validate_every"] == 0 or done == config["n_steps"]):
@@ -139,23 +153,25 @@ def train(_config, _run, model_options):  # model_options captured so `model_opt
         if done % config["checkpoint_every"] == 0 or done == config["n_steps"]:
             save_checkpoint(run.last_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=done,
                             config=config)
-    writer.close()
+    if ranks.is_main:
+        writer.close()
     _run.info["checkpoint"] = str(run.last_checkpoint)
-    return {"step": config["n_steps"], "final_loss": loss.item()}
+    return {"step": config["n_steps"], "final_loss": step_loss}
 
 
-def episode_batches(dataset, batch_size: int, start_step: int, num_workers: int, seed: int):
-    """Endless stacked episode batches, starting at `start_step` exactly as an uninterrupted run would.
+def episode_batches(dataset, batch_size: int, start_step: int, num_workers: int, seed: int, ranks: Ranks = Ranks()):
+    """Endless stacked episode batches of this rank, starting at `start_step` as an uninterrupted run would.
 
     Episodes depend only on (seed, epoch, index), so a resumed run sets the epoch and skips to the
-    index where the interrupted run stopped instead of replaying the loader.
+    index where the interrupted run stopped instead of replaying the loader, and rank r of K builds
+    only its share of each step's `batch_size` episodes: every K-th, from the r-th.
     """
     steps_per_epoch = len(dataset) // batch_size
     epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
     while True:
         dataset.set_epoch(epoch)
-        indices = range(step_in_epoch * batch_size, steps_per_epoch * batch_size)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+        indices = range(step_in_epoch * batch_size + ranks.rank, steps_per_epoch * batch_size, ranks.world_size)
+        loader = DataLoader(dataset, batch_size=ranks.share_of(batch_size), sampler=indices, num_workers=num_workers,
                             worker_init_fn=worker_init_fn, generator=make_generator(seed + epoch), drop_last=True)
         yield from loader
         epoch, step_in_epoch = epoch + 1, 0

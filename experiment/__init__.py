@@ -8,6 +8,7 @@
   episodes, and a model, new or rebuilt from a checkpoint;
 - training_step.py: the losses of one training step (shared by train.py and the benches);
 - curves.py: the learning curves a run logged (tensorboard tags written and read).
+- sweep.py: the runs of a table (rows x folds x seeds) and the workers or Slurm jobs they run in.
 
 Nothing here reads Sacred: it takes the plain dict that config.py composes.
 """

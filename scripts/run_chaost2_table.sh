@@ -9,11 +9,12 @@
 # Rows: psmnet, alpnet, panet, psm_only, mcam_only in Settings 1 and 2; in Setting 1 also
 # psmnet_q2s (MCAM with query-to-support softmax attention, `mcam_query_to_support`) and
 # psmnet_original_recipe (PSMnet's own losses: cross-entropy only with class weights [0.05, 1]).
-# Finished folds are skipped (scripts/run_folds.py), so an interrupted table resumes where it
-# stopped. Each fold's log goes to runs/logs/; tables: scripts/summarize_folds.py (commands in
-# RESULTS.md). Environment: DATA_ROOT (default ../shared/data), JOBS (parallel runs, default 2),
-# STEPS (training steps, default 3000: where the validation curves flatten, RESULTS.md), EXTRA
-# (config updates added to every run, e.g. EXTRA="runs_root=runs/other").
+# Finished folds are skipped and interrupted ones resume (scripts/run_sweep.py), so an interrupted
+# table goes on where it stopped. Each run's log goes to <run folder>/sweep.log; tables:
+# scripts/summarize_folds.py (commands in RESULTS.md). Environment: DATA_ROOT (default
+# ../shared/data), JOBS (parallel runs, default 2), SWEEP_OPTIONS (e.g. --dry-run), STEPS
+# (training steps, default 3000: where the validation curves flatten, RESULTS.md), EXTRA (config
+# updates added to every run, e.g. EXTRA="runs_root=runs/other").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUTF8=1 OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore::UserWarning
@@ -35,29 +36,16 @@ configs_of() {
     esac
 }
 
-jobs() {
-    # Fold-major, so that a table stopped early has every row on the same folds: in each fold,
-    # Setting 1 (PSMnet and SSL-ALPNet first, the comparison the table is for), then Setting 2
-    # (one model per organ group, 0: liver + spleen, 1: kidneys).
-    for fold in 0 1 2 3 4; do
-        for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe; do
-            wanted "$row" && echo "$fold setting1 $(configs_of "$row")"
-        done
-        for row in psmnet alpnet psm_only mcam_only panet; do
-            for group in 0 1; do wanted "$row" && echo "$fold setting2 label_group=$group $(configs_of "$row")"; done
-        done
-    done
-}
-
-mkdir -p runs/logs
-run_job() {  # "<fold> <named configs / updates ...>"
-    local fold=$1; shift
-    local log="runs/logs/$(echo "$* ${EXTRA:-}" | tr -s ' =/,[]' '_' | sed 's/_$//')_fold$fold.log"
-    echo "start  fold $fold: $* -> $log"
-    .venv/bin/python scripts/run_folds.py --folds "$fold" -- with chaost2 "$@" $profile > "$log" 2>&1 \
-        && echo "done   fold $fold: $* ($(grep -o 'train [0-9]* s, test [0-9]* s' "$log" || echo 'already done'))" \
-        || { echo "FAILED fold $fold: $* (see $log)"; return 1; }
-}
-export -f run_job
-export profile EXTRA
-jobs | xargs -P "${JOBS:-2}" -L 1 bash -c 'run_job "$@"' _
+# Fold-major (scripts/run_sweep.py), so that a table stopped early has every row on the same folds:
+# in each fold, Setting 1 (PSMnet and SSL-ALPNet first, the comparison the table is for), then
+# Setting 2 (one model per organ group, 0: liver + spleen, 1: kidneys).
+table=()
+for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe; do
+    wanted "$row" && table+=(--row "setting1 $(configs_of "$row")")
+done
+for row in psmnet alpnet psm_only mcam_only panet; do
+    for group in 0 1; do wanted "$row" && table+=(--row "setting2 label_group=$group $(configs_of "$row")"); done
+done
+# shellcheck disable=SC2086  # $profile is a list of arguments
+.venv/bin/python scripts/run_sweep.py --cpu-workers "${JOBS:-2}" --threads-per-worker 1 ${SWEEP_OPTIONS:-} "${table[@]}" \
+    -- with chaost2 $profile

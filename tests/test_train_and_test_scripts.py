@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import test as test_script  # noqa: F401  (registers the "test" command)
 import train as train_script
 from config import ex
-from dataloaders.demo_data import write_demo_dataset
+from conftest import TINY_IMAGE_SIZE, command_line_arguments, tiny_config
 from dataloaders.folds import fold_split
 from dataloaders.specs import get_spec
 from evaluation.metrics import METRICS
@@ -31,28 +31,8 @@ from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.io import DataError, read_array, read_image, read_json, write_array_like
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_IMAGE_SIZE = 64
-DEMO_SLICE_SIZE = 64
 SPLEEN = 4  # the spleen's label in the demo scans
 SCANS_WITHOUT_SPLEEN = (1, 4)  # fold 0: query scan 1, and scan 4, the first training scan (validation)
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    """A DEMO dataset at 64 x 64 in-plane (every scan the spec lists), with its superpixels."""
-    root = tmp_path_factory.mktemp("data")
-    write_demo_dataset(root / "DEMO", n_scans=len(get_spec("DEMO").scan_ids), seed=0, size=DEMO_SLICE_SIZE)
-    return root
-
-
-def tiny_config(data_root: Path, runs_root: Path, **overrides) -> dict:
-    config = dict(
-        data_root=str(data_root), runs_root=str(runs_root), image_size=TINY_IMAGE_SIZE, n_steps=4,
-        log_every=1, checkpoint_every=2, validate_every=2, n_validation_scans=1, min_superpixel_area=16,
-        model=dict(encoder="resnet18"),
-    )
-    config.update(overrides)
-    return config
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -307,7 +287,7 @@ def test_unknown_named_config_is_reported():
 
 def test_command_line_prints_dice_table(demo_root, tmp_path):
     overrides = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
-    arguments = [f"{key}={value!r}" for key, value in overrides.items() if key != "model"] + ["model.encoder=resnet18"]
+    arguments = command_line_arguments(overrides)
     for script in ("train.py", "test.py"):
         result = subprocess.run([sys.executable, script, "with", "demo", "cpu", *arguments], cwd=REPO_ROOT,
                                 capture_output=True, encoding="utf-8", timeout=600)
@@ -325,7 +305,7 @@ def test_command_line_prints_dice_table(demo_root, tmp_path):
 
 def test_fold_runner_trains_and_tests_a_fold_then_skips_it_when_run_again(demo_root, tmp_path):
     overrides = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
-    arguments = [f"{key}={value!r}" for key, value in overrides.items() if key != "model"] + ["model.encoder=resnet18"]
+    arguments = command_line_arguments(overrides)
     command = [sys.executable, "scripts/run_folds.py", "--folds", "0", "--", "with", "demo", "cpu", *arguments]
     outputs = []
     for _ in range(2):
