@@ -252,6 +252,19 @@ def cpu():
     log_every = 20
 
 
+@ex.named_config
+def quick():
+    # The demo's short schedule, after `cpu` (scripts/run_demo.sh: `demo cpu quick`): 450 steps with
+    # a 25-step warm-up and the learning rate halved every 110 steps, so that the first run takes
+    # minutes on a 2-core machine (docs/RESULTS.md#demo measures it against the `cpu` profile's 1200).
+    n_steps = 450
+    warmup_steps = 25
+    lr_decay = 0.5
+    lr_decay_every = 110
+    checkpoint_every = 150
+    validate_every = 150
+
+
 @ex.config_hook
 def add_run_observer(config, command_name, logger):
     """Store every run's config, log and result in its run folder (experiment/layout.py); test.py's

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the built-in synthetic demo data, from a fresh clone:
-# set up .venv, write the demo dataset, train on the CPU profile, evaluate before and after training.
+# set up .venv, write the demo dataset, train on the CPU profile with the short `quick` schedule,
+# evaluate before and after training.
 # Extra arguments are Sacred config updates or named configs, e.g.  bash scripts/run_demo.sh alpnet n_steps=500
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ run_name=${RUN_NAME:-demo}
 if [ ! -f data/DEMO/label_10.nii.gz ]; then
   $python scripts/make_demo_data.py --out data/DEMO
 fi
-$python train.py with demo cpu run_name="$run_name" "$@"
+$python train.py with demo cpu quick run_name="$run_name" "$@"
 $python test.py with demo cpu run_name="$run_name" checkpoint="runs/$run_name/checkpoints/initial.pth" "$@"
 $python test.py with demo cpu run_name="$run_name" "$@"
 echo
