@@ -1,8 +1,9 @@
 """The optimiser and learning-rate schedule of a run (docs/PROTOCOL.md, "Training").
 
 Both originals train with SGD (momentum 0.9, weight decay 5e-4) and a step decay of the learning
-rate; AdamW is offered for short CPU runs from scratch, where it learns faster per step
-(docs/RESULTS.md#demo). A linear warm-up may precede the step decay.
+rate. AdamW is the option for models trained with Adam in their papers (UniverSeg); on the demo it
+did not beat SGD (docs/RESULTS.md#demo). A linear warm-up may precede the step decay (the demo's
+`quick` schedule uses one).
 """
 from __future__ import annotations
 
