@@ -3,10 +3,10 @@
 # every model, all five folds, trained and tested fold by fold, two runs at a time with one torch
 # thread each (the fastest use of a 2-core machine; see RESULTS.md).
 #
-#   bash scripts/run_chaost2_table.sh                       # everything (85 trainings)
+#   bash scripts/run_chaost2_table.sh                       # everything (100 trainings)
 #   bash scripts/run_chaost2_table.sh psmnet alpnet         # only these rows (both settings)
 #
-# Rows: psmnet, alpnet, panet, psm_only, mcam_only in Settings 1 and 2; in Setting 1 also
+# Rows: psmnet, alpnet, panet, psm_only, mcam_only, universeg in Settings 1 and 2; in Setting 1 also
 # psmnet_q2s (MCAM with query-to-support softmax attention, `mcam_query_to_support`) and
 # psmnet_original_recipe (PSMnet's own losses: cross-entropy only with class weights [0.05, 1]).
 # Finished folds are skipped and interrupted ones resume (scripts/run_sweep.py), so an interrupted
@@ -24,7 +24,7 @@ bash scripts/setup_env.sh
 # alignment loss for every model), fp32 as the originals, a validation point every 200 steps for
 # the learning curves.
 profile="cpu n_steps=${STEPS:-3000} validate_every=200 data_root=${DATA_ROOT:-../shared/data} derived_root=data/derived ${EXTRA:-}"
-rows=("${@:-psmnet alpnet panet psm_only mcam_only psmnet_q2s psmnet_original_recipe}")
+rows=("${@:-psmnet alpnet panet psm_only mcam_only universeg psmnet_q2s psmnet_original_recipe}")
 read -r -a rows <<< "${rows[*]}"
 wanted() { [[ " ${rows[*]} " == *" $1 "* ]]; }
 # row -> named config and updates
@@ -40,10 +40,10 @@ configs_of() {
 # in each fold, Setting 1 (PSMnet and SSL-ALPNet first, the comparison the table is for), then
 # Setting 2 (one model per organ group, 0: liver + spleen, 1: kidneys).
 table=()
-for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe; do
+for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe universeg; do
     wanted "$row" && table+=(--row "setting1 $(configs_of "$row")")
 done
-for row in psmnet alpnet psm_only mcam_only panet; do
+for row in psmnet alpnet psm_only mcam_only panet universeg; do
     for group in 0 1; do wanted "$row" && table+=(--row "setting2 label_group=$group $(configs_of "$row")"); done
 done
 # shellcheck disable=SC2086  # $profile is a list of arguments
