@@ -25,7 +25,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from evaluation.metrics import METRIC_NAMES
 from experiment.layout import RunLayout
 from models import alignment_loss_weight as recipe_alignment_weight
-from models import original_steps
+from models import original_optimizer, original_steps
 from utils.distributed import launched_ranks
 
 SETTINGS.CAPTURE_MODE = "sys"  # "fd" capture breaks tqdm and interleaves worker output
@@ -90,8 +90,12 @@ def base_config():
     # --- optimisation --------------------------------------------------------------------------
     n_steps = original_steps(model["name"])  # training episodes; the model's own (PSMnet 50k, SSL-ALPNet 100k)
     batch_size = 1  # episodes per step
-    optimizer = "sgd"  # "sgd" (both originals) | "adamw" (experiment/optimisation.py)
-    lr = 1e-3  # learning rate
+    # the model's own: "sgd" (PSMnet, SSL-ALPNet, PANet) | "adamw" (UniverSeg, Adam in its paper)
+    optimizer = original_optimizer(model["name"])  # see above (experiment/optimisation.py)
+    # initial learning rate per optimiser; lr is the entry of `optimizer` unless given, so a profile
+    # that changes SGD's (`cpu`) leaves UniverSeg's Adam rate alone, whatever the order of named configs
+    learning_rates = dict(sgd=1e-3, adamw=1e-4)
+    lr = learning_rates.get(optimizer)  # learning rate (see above)
     momentum = 0.9  # SGD momentum
     weight_decay = 5e-4  # weight decay
     warmup_steps = 0  # linear learning-rate warm-up before the step decay (0: none, as the originals)
@@ -223,7 +227,8 @@ def panet():
 def universeg():
     # UniverSeg (docs/METHOD.md "UniverSeg"): CrossBlock encoder-decoder trained from scratch (no
     # published weights reachable here), 128 x 128 slices as the paper, no alignment branch; a soft
-    # Dice loss (the paper's, as METHOD.md reads it) on top of the framework's query cross-entropy.
+    # Dice loss (the paper's, as METHOD.md reads it) on top of the framework's query cross-entropy;
+    # AdamW at lr 1e-4 (its registry entry and `learning_rates` in the base config), under `cpu` too.
     model = dict(name="universeg", pretrained=None)
     image_size = 128
     dice_loss_weight = 1.0
@@ -242,7 +247,7 @@ def cpu():
     device = "cpu"
     image_size = 128
     model = dict(encoder="resnet18", pretrained=None)
-    lr = 1e-2
+    learning_rates = dict(sgd=1e-2)  # SGD's; UniverSeg's AdamW keeps 1e-4 (base config)
     class_weights = [1.0, 1.0]
     loss_recipe = "with_alignment"
     n_steps = 1200

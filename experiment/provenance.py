@@ -31,6 +31,9 @@ BOOKKEEPING_KEYS = frozenset({
     "resume", "num_workers", "log_every", "checkpoint_every", "validate_every", "device", "eval_batch_size",
     "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root", "derived_root", "runs_root",
     "run_name", "allow_config_mismatch", "n_support_slices",
+    # keys that only choose the default of another key, which every config records resolved and which
+    # is compared itself (learning_rates -> lr; configs of earlier versions lack them)
+    "learning_rates",
 })
 # what test.py takes from the checkpoint's training config rather than from the request
 BOUND_KEYS = ("dataset", "setting", "label_group", "eval_fold")

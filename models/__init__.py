@@ -5,8 +5,8 @@ options dataclass (whose defaults follow docs/METHOD.md) and lets the model's en
 network: the prototype models (PANet, SSL-ALPNet, PSMnet) build a `ResNetEncoder` from the encoder
 arguments and the shared prototype base of models/base.py; UniverSeg builds its own network and
 reads no encoder argument (it refuses pretrained weights, which it has none of). Each entry also
-records how the model's original code trains it (alignment loss weight, number of steps), which
-config.py uses as defaults, and whether the model has PANet's alignment branch at all: a model
+records how the model's original code trains it (alignment loss weight, number of steps,
+optimiser), which config.py uses as defaults, and whether the model has PANet's alignment branch at all: a model
 without one gets weight 0 from every loss recipe and refuses any other (`check_alignment_weight`).
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ class ModelEntry:
     build: Callable[[EncoderArguments, object], nn.Module]  # (encoder arguments, options) -> the model
     original_alignment_weight: float  # weight of PANet's alignment loss in the original training script
     original_steps: int  # training steps of the original training script
+    original_optimizer: str = "sgd"  # the original's optimiser (experiment/optimisation.py OPTIMIZERS)
     has_alignment_branch: bool = True  # False: the model cannot produce PANet's alignment loss
 
 
@@ -76,10 +77,11 @@ MODEL_REGISTRY: dict[str, ModelEntry] = {
     "psmnet": ModelEntry(PSMNetOptions,
                          _on_resnet(lambda encoder, options: PSMNet(encoder, encoder.feature_channels, options)),
                          original_alignment_weight=0.0, original_steps=50_000),
-    # UniverSeg (no alignment branch): its training code is not public; PSMnet's 50k steps, so that
-    # the paper-configuration comparison gives both the same number of episodes
+    # UniverSeg (no alignment branch): its training code is not public; Adam as in its paper (AdamW
+    # here, with the framework's weight decay); PSMnet's 50k steps, so that the paper-configuration
+    # comparison gives both the same number of episodes
     "universeg": ModelEntry(UniverSegOptions, _build_universeg, original_alignment_weight=0.0,
-                            original_steps=50_000, has_alignment_branch=False),
+                            original_steps=50_000, original_optimizer="adamw", has_alignment_branch=False),
 }
 
 
@@ -97,6 +99,11 @@ def model_options(name: str) -> dict[str, object]:
 def original_steps(name: str) -> int:
     """Training steps of model `name`'s original training script."""
     return _lookup(name).original_steps
+
+
+def original_optimizer(name: str) -> str:
+    """The optimiser model `name` is trained with in its original code or paper ("sgd" | "adamw")."""
+    return _lookup(name).original_optimizer
 
 
 def alignment_loss_weight(name: str, loss_recipe: str) -> float:

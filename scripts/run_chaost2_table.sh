@@ -32,8 +32,6 @@ configs_of() {
     case $1 in
         psmnet_q2s) echo "mcam_query_to_support" ;;
         psmnet_original_recipe) echo "psmnet loss_recipe=original class_weights=[0.05,1.0] model_label=psmnet_original_recipe" ;;
-        # the profile's SGD at lr 1e-2 makes UniverSeg diverge; its paper's optimiser (RESULTS.md#chaost2)
-        universeg) echo "universeg optimizer=adamw lr=1e-4" ;;
         *) echo "$1" ;;
     esac
 }

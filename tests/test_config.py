@@ -41,6 +41,24 @@ def test_the_demo_schedule_shortens_the_cpu_profile_and_keeps_its_recipe():
     check_training_config(config)
 
 
+@pytest.mark.parametrize("order", [("universeg", "cpu"), ("cpu", "universeg")])
+def test_universeg_keeps_its_adam_rate_under_the_cpu_profile_in_any_order(order):
+    # the cpu profile raises SGD's rate to 1e-2, at which UniverSeg diverges (docs/METHOD.md "UniverSeg")
+    config = composed("chaost2", "setting1", *order)
+    assert (config["optimizer"], config["lr"]) == ("adamw", 1e-4)
+    assert (config["image_size"], config["alignment_loss_weight"], config["dice_loss_weight"]) == (128, 0.0, 1.0)
+    check_training_config(config)
+    assert (composed("chaost2", "cpu", "psmnet")["optimizer"], composed("chaost2", "cpu", "psmnet")["lr"]) == ("sgd", 1e-2)
+    assert composed("chaost2", "universeg")["lr"] == 1e-4 and composed("chaost2", "psmnet")["lr"] == 1e-3
+
+
+def test_an_explicit_learning_rate_or_optimizer_overrides_the_models_own():
+    assert composed("demo", "cpu", "universeg", lr=3e-3)["lr"] == 3e-3
+    config = composed("demo", "cpu", "psmnet", optimizer="adamw")
+    assert (config["optimizer"], config["lr"]) == ("adamw", 1e-4)
+    assert composed("demo", "cpu", "universeg", optimizer="sgd")["lr"] == 1e-2
+
+
 def test_an_explicit_alignment_weight_overrides_the_recipe():
     assert composed("psmnet", alignment_loss_weight=0.5)["alignment_loss_weight"] == 0.5
     assert composed("alpnet", loss_recipe="original", n_steps=10)["n_steps"] == 10

@@ -124,6 +124,9 @@ def test_an_evaluation_is_current_only_if_newer_than_the_checkpoint_and_of_the_s
 
     evaluated(log_every=50, runs_root="elsewhere")  # bookkeeping keys may differ
     assert sweep.evaluation_is_current(job)
+    # learning_rates only chooses lr, which is compared: runs of versions without it stay current
+    current_job = FoldJob(("demo",), 0, tmp_path, {**config, "learning_rates": {"sgd": 0.01, "adamw": 1e-4}})
+    assert sweep.evaluation_is_current(current_job)
     with_larger_support = FoldJob(("demo",), 0, tmp_path, {**config, "n_support_slices": 4})
     assert not sweep.evaluation_is_current(with_larger_support)  # its own folder, evaluation_fold0_support4
     evaluated(lr=0.5)  # the row's config changed since: train.py must say so
