@@ -49,6 +49,11 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def _legend_beside(figure) -> None:
+    """The methods' legend to the right of the plot, where it covers no curve or box."""
+    figure.legend(loc="outside right upper", fontsize="small")
+
+
 def plot_learning_curves(curves: Mapping[str, Mapping[int, Curve]], path: Path) -> Path:
     """curves: {method: {fold: {validation step: organs' mean Dice}}} -> PNG at `path`."""
     figure, axes = plt.subplots(figsize=CURVES_SIZE, layout="constrained")
@@ -62,7 +67,7 @@ def plot_learning_curves(curves: Mapping[str, Mapping[int, Curve]], path: Path) 
     axes.set_xlabel("training step")
     axes.set_ylabel("validation Dice (%), mean ± std over folds")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    _legend_beside(figure)
     return _save(figure, path)
 
 
@@ -87,7 +92,7 @@ def plot_dice_distributions(dice: Mapping[str, Mapping[str, Sequence[float]]], o
     axes.set_ylabel("Dice (%) per query scan, all folds")
     axes.set_ylim(0, PERCENT)
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
+    _legend_beside(figure)
     return _save(figure, path)
 
 

@@ -12,6 +12,7 @@ import train as train_script  # noqa: F401  (registers the "train" main)
 from config import ex
 from dataloaders.demo_data import write_demo_dataset
 from dataloaders.specs import get_spec
+from evaluation import figures
 from evaluation.figures import CURVES_SIZE, DISTRIBUTION_HEIGHT, DPI, OVERLAY_CELL, OVERLAY_COLUMNS
 from utils.io import read_json
 
@@ -49,6 +50,22 @@ def test_learning_curves_and_dice_distributions_are_small_pngs(runs, tmp_path):
     assert pixel_size(dice)[1] == round(DISTRIBUTION_HEIGHT * DPI)
     for path in (curves, dice):
         assert 0 < path.stat().st_size < MAX_PNG_BYTES
+
+
+def test_the_legend_lies_beside_the_plot_and_covers_no_box(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
+    dice = {method: {"liver": [0.9, 0.5, 0.7], "spleen": [0.2, 0.95]} for method in ("a long method name", "b")}
+    figures.plot_dice_distributions(dice, ["liver", "spleen"], tmp_path / "dice.png")
+    curves = {"a long method name": {0: {200: 0.5, 400: 0.99}}, "b": {0: {200: 0.1, 400: 0.2}}}
+    figures.plot_learning_curves(curves, tmp_path / "curves.png")
+    for figure in drawn:
+        figure.canvas.draw()
+        legend, = figure.legends
+        renderer = figure.canvas.get_renderer()
+        legend_box, axes_box = legend.get_window_extent(renderer), figure.axes[0].get_window_extent(renderer)
+        assert legend_box.x0 >= axes_box.x1 and legend_box.x1 <= figure.bbox.x1
+        assert [text.get_text() for text in legend.get_texts()][0].startswith("a long method name")
 
 
 def test_overlay_grid_has_one_row_per_chosen_slice(runs, tmp_path):
