@@ -5,9 +5,10 @@ variant, profile), so the comparison is under one profile. In one process and in
 round-robin (a busy machine slows every variant alike):
 
 - training step: forward (with alignment where the variant's config trains with it), the training
-  losses (`episode_losses` of experiment/training_step.py, as train.py computes them),
-  backward and SGD step, on the same pre-drawn superpixel episodes for every variant (drawing an
-  episode is model-independent and not timed); the median over the timed steps;
+  losses (`episode_losses` of experiment/training_step.py, as train.py computes them), backward
+  and the variant's optimiser step (SGD; AdamW for UniverSeg), on the same pre-drawn superpixel
+  episodes for every variant (drawing an episode is model-independent and not timed); the median
+  over the timed steps;
 - evaluation of one fold: every protocol test episode of the fold's query scans (all test organs
   of the setting), as test.py segments them, scored with Dice only (the surface distances cost the
   same for every model), from freshly initialised weights (speed does not depend on them); the
@@ -41,6 +42,7 @@ from dataloaders.specs import DEMO_SCAN_COUNT  # noqa: E402
 from evaluation.scoring import evaluate_episodes  # noqa: E402
 from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, test_episodes,  # noqa: E402
                                  training_dataset)
+from experiment.optimisation import build_optimizer  # noqa: E402
 from experiment.training_step import episode_losses  # noqa: E402
 from utils.runtime import check_precision, select_device  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
@@ -118,9 +120,7 @@ def main() -> None:
         models, optimizers = {}, {}
         for variant, variant_config in configs.items():
             models[variant] = build_model_from_config(variant_config).to(device)
-            optimizers[variant] = torch.optim.SGD(models[variant].parameters(), lr=variant_config["lr"],
-                                                  momentum=variant_config["momentum"],
-                                                  weight_decay=variant_config["weight_decay"])
+            optimizers[variant] = build_optimizer(variant_config, models[variant].parameters())
         class_weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
         for variant in configs:  # warm-up (first-call allocations), not counted
             models[variant].train()
