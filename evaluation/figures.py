@@ -100,7 +100,7 @@ def plot_dice_distributions(dice: Mapping[str, Mapping[str, Sequence[float]]], o
 class OverlayRow:
     """One row of the overlay grid: (H, W) grey images and binary masks, and its title."""
 
-    title: str
+    title: str  # shown on two lines at most beside the row: a cell is OVERLAY_CELL inches high
     support_image: np.ndarray
     support_mask: np.ndarray
     query_image: np.ndarray

@@ -79,7 +79,7 @@ def overlay_rows(episode: TestEpisode, prediction: torch.Tensor, slices: list[in
     for position in positions:
         part = int(episode.part_index[position])
         rows.append(OverlayRow(
-            title=f"{episode.organ}, scan {episode.query_scan_id}, slice {z_indices[position]} (part {part})",
+            title=f"{episode.organ.replace('_', ' ')}, scan {episode.query_scan_id}\nslice {z_indices[position]}, part {part}",
             support_image=episode.support_images[part, FIRST_SHOT, 0].numpy(),
             support_mask=episode.support_masks[part, FIRST_SHOT].numpy(),
             query_image=episode.query_images[position, 0].numpy(),
