@@ -114,3 +114,12 @@ def test_train_refuses_a_value_out_of_range_before_it_writes_anything(tmp_path):
                                             n_validation_scans=0),
                named_configs=["demo", "cpu"], options={"--loglevel": "ERROR"})
     assert not any((tmp_path / "runs").rglob("*.pth"))
+
+
+def test_sacred_still_warns_about_type_changes_except_the_intended_weights_none(caplog):
+    with caplog.at_level("WARNING"):
+        ex.run("resolved_config", config_updates={"log_every": "20"}, named_configs=["demo", "cpu", "psmnet"],
+               options={"--loglevel": "WARNING"})
+    messages = [record.getMessage() for record in caplog.records]
+    assert any('config entry "log_every" from int to str' in message for message in messages)
+    assert not any("model.pretrained" in message for message in messages)
