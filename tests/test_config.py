@@ -34,10 +34,10 @@ def test_the_cpu_profile_is_the_same_recipe_for_every_model_in_any_order(order):
     assert config["model"]["pretrained"] is None and config["precision"] == "fp32"
 
 
-def test_the_demo_schedule_shortens_the_cpu_profile_and_halves_the_background_weight():
+def test_the_demo_schedule_shortens_the_cpu_profile_and_lowers_the_background_weight():
     config = composed("demo", "cpu", "quick")
     assert (config["n_steps"], config["warmup_steps"], config["lr_decay"], config["lr_decay_every"]) == (450, 25, 0.5, 110)
-    assert config["lr"] == 1e-2 and config["class_weights"] == [0.5, 1.0] and config["alignment_loss_weight"] == 1.0
+    assert config["lr"] == 1e-2 and config["class_weights"] == [0.75, 1.0] and config["alignment_loss_weight"] == 1.0
     check_training_config(config)
 
 
