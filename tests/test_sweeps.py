@@ -37,18 +37,18 @@ def test_two_cpu_workers_run_a_table_skip_it_when_done_and_resume_it_when_extend
     for row, folder in folders.items():
         assert f"{folder}: train" in first
         assert read_json(folder / "evaluation_fold0" / "summary.json")["step"] == 1
-        assert "$ " in (folder / "sweep.log").read_text() and "test.py" in (folder / "sweep.log").read_text()
+        assert "$ " in (folder / "sweep.log").read_text(encoding="utf-8") and "test.py" in (folder / "sweep.log").read_text(encoding="utf-8")
 
-    logs_before = {row: (folder / "sweep.log").read_text() for row, folder in folders.items()}
+    logs_before = {row: (folder / "sweep.log").read_text(encoding="utf-8") for row, folder in folders.items()}
     second = run_sweep(options, overrides)
     for row, folder in folders.items():
         assert f"{folder}: evaluation up to date" in second
-        assert (folder / "sweep.log").read_text() == logs_before[row]  # nothing was started
+        assert (folder / "sweep.log").read_text(encoding="utf-8") == logs_before[row]  # nothing was started
 
     third = run_sweep(options, {**overrides, "n_steps": 2})  # more steps: the runs resume from step 1
     for row, folder in folders.items():
         assert f"{folder}: train" in third
-        assert "resuming" in (folder / "sweep.log").read_text().removeprefix(logs_before[row])
+        assert "resuming" in (folder / "sweep.log").read_text(encoding="utf-8").removeprefix(logs_before[row])
         assert load_checkpoint(folder / "checkpoints" / "last.pth")["step"] == 2
         assert read_json(folder / "evaluation_fold0" / "summary.json")["step"] == 2
 
