@@ -79,6 +79,8 @@ def plot_dice_distributions(dice: Mapping[str, Mapping[str, Sequence[float]]], o
     figure, axes = plt.subplots(figsize=(max(DISTRIBUTION_WIDTH_PER_ORGAN * len(organs), CURVES_SIZE[0]),
                                          DISTRIBUTION_HEIGHT), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(methods) > len(colours):  # one colour per method: the default cycle has 10
+        colours = list(plt.get_cmap("tab20").colors)
     for index, method in enumerate(methods):
         positions = np.arange(len(organs)) + (index - (len(methods) - 1) / 2) * width
         values = [[PERCENT * value for value in dice[method].get(organ, []) if not np.isnan(value)] for organ in organs]

@@ -1,7 +1,8 @@
 """Figures of cross-validated runs as PNG files (evaluation/figures.py draws them).
 
     python scripts/make_figures.py curves runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out curves.png
-    python scripts/make_figures.py dice runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out dice.png
+    python scripts/make_figures.py dice runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out dice.png \
+        --labels PSMnet SSL-ALPNet
     python scripts/make_figures.py overlays runs/CHAOST2_setting1_psmnet_fold0 --organ liver --scan 2 \
         --slices 10 14 18 --out overlays.png
 
@@ -38,16 +39,26 @@ from utils.io import read_json  # noqa: E402
 FIRST_SHOT = 0  # overlays show the first support scan of a k-shot episode
 
 
-def learning_curves(rows: list[str], out: Path) -> Path:
-    curves = {row_name(row): {fold: dice for fold, (dice, _) in fold_curves(row).items()} for row in rows}
+def method_names(rows: list[str], labels: list[str] | None) -> list[str]:
+    """The legend's name of each row: `labels` in row order, else the row's run-name prefix(es)."""
+    if labels is None:
+        return [row_name(row) for row in rows]
+    if len(labels) != len(rows):
+        raise SystemExit(f"--labels: {len(labels)} label(s) for {len(rows)} row(s); give one label per row")
+    return list(labels)
+
+
+def learning_curves(rows: list[str], out: Path, labels: list[str] | None = None) -> Path:
+    curves = {name: {fold: dice for fold, (dice, _) in fold_curves(row).items()}
+              for name, row in zip(method_names(rows, labels), rows)}
     return plot_learning_curves(curves, out)
 
 
-def dice_distributions(rows: list[str], out: Path) -> Path:
+def dice_distributions(rows: list[str], out: Path, labels: list[str] | None = None) -> Path:
     """Per-scan Dice of every organ from every fold's summary.json, organs in label order."""
     dice: dict[str, dict[str, list[float]]] = {}
-    labels: dict[str, int] = {}
-    for row in rows:
+    organ_labels: dict[str, int] = {}
+    for name, row in zip(method_names(rows, labels), rows):
         per_organ: dict[str, list[float]] = {}
         for prefix in row.split("+"):
             for fold, run in fold_runs(prefix).items():
@@ -55,12 +66,12 @@ def dice_distributions(rows: list[str], out: Path) -> Path:
                 if not summary_path.is_file():
                     continue
                 for organ, scores in read_json(summary_path)["organs"].items():
-                    labels[organ] = scores["label"]
+                    organ_labels[organ] = scores["label"]
                     per_organ.setdefault(organ, []).extend(scan["dice"] for scan in scores["scans"].values())
         if not per_organ:
             raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/{SUMMARY_NAME})")
-        dice[row_name(row)] = per_organ
-    return plot_dice_distributions(dice, sorted(labels, key=labels.get), out)
+        dice[name] = per_organ
+    return plot_dice_distributions(dice, sorted(organ_labels, key=organ_labels.get), out)
 
 
 def overlay_rows(episode: TestEpisode, prediction: torch.Tensor, slices: list[int] | None) -> list[OverlayRow]:
@@ -113,6 +124,7 @@ def main() -> None:
         figure = figures.add_parser(name, help=help_text)
         figure.add_argument("rows", nargs="+", help="run-name prefixes, one per method ('+' joins organ groups)")
         figure.add_argument("--out", type=Path, required=True, help="PNG file to write")
+        figure.add_argument("--labels", nargs="+", help="the methods' names in the legend, one per row (default: the rows)")
     overlay = figures.add_parser("overlays", help="support / query / prediction / truth of chosen slices")
     overlay.add_argument("run", type=Path, help="a run folder (with checkpoints/last.pth)")
     overlay.add_argument("--organ", required=True, help="organ name, e.g. liver")
@@ -125,9 +137,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.figure == "curves":
-        written = learning_curves(args.rows, args.out)
+        written = learning_curves(args.rows, args.out, args.labels)
     elif args.figure == "dice":
-        written = dice_distributions(args.rows, args.out)
+        written = dice_distributions(args.rows, args.out, args.labels)
     else:
         written = overlays(args.run, args.organ, args.scan, args.slices, args.out, args.checkpoint, args.data_root,
                            args.derived_root)

@@ -46,7 +46,9 @@ def test_learning_curves_and_dice_distributions_are_small_pngs(runs, tmp_path):
     rows = [str(runs / f"DEMO_setting1_{method}") for method in METHODS]
     curves = learning_curves(rows, tmp_path / "curves.png")
     assert pixel_size(curves) == (round(CURVES_SIZE[0] * DPI), round(CURVES_SIZE[1] * DPI))
-    dice = dice_distributions(rows, tmp_path / "dice.png")
+    dice = dice_distributions(rows, tmp_path / "dice.png", labels=["PSMnet", "SSL-ALPNet"])
+    with pytest.raises(SystemExit, match="1 label.*for 2 row"):
+        dice_distributions(rows, tmp_path / "none.png", labels=["PSMnet"])
     assert pixel_size(dice)[1] == round(DISTRIBUTION_HEIGHT * DPI)
     for path in (curves, dice):
         assert 0 < path.stat().st_size < MAX_PNG_BYTES
