@@ -21,12 +21,12 @@ from torch.utils.data import default_collate
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.step_timing import time_training_steps  # noqa: E402
 from config import composed_config  # noqa: E402
 from evaluation.scoring import evaluate_episodes  # noqa: E402
 from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, test_episodes,  # noqa: E402
                                  training_dataset)
 from experiment.optimisation import build_optimizer  # noqa: E402
-from experiment.training_step import episode_losses  # noqa: E402
 from utils.runtime import check_precision  # noqa: E402
 
 WARMUP_STEPS = 3  # untimed steps first (allocator and kernel selection)
@@ -62,15 +62,7 @@ def main() -> None:
     precision = check_precision(config["precision"])
     augmented.set_epoch(0)
     batches = [default_collate([augmented[index]]) for index in range(WARMUP_STEPS + args.steps)]
-    step_seconds = []
-    for index, batch in enumerate(batches):
-        started = time.perf_counter()
-        _, losses = episode_losses(model, batch, config, class_weights, "cpu", precision)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-        if index >= WARMUP_STEPS:
-            step_seconds.append(time.perf_counter() - started)
+    step_seconds = time_training_steps(model, optimizer, batches, config, class_weights, "cpu", precision)[WARMUP_STEPS:]
     print(f"training step (forward, losses, backward, SGD): median {statistics.median(step_seconds) * 1e3:.0f} ms")
 
     model.eval()

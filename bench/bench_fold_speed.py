@@ -36,6 +36,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.step_timing import time_training_steps  # noqa: E402
 from config import composed_config, parse_command_line  # noqa: E402
 from dataloaders.demo_data import write_demo_dataset  # noqa: E402
 from dataloaders.specs import DEMO_SCAN_COUNT  # noqa: E402
@@ -43,7 +44,6 @@ from evaluation.scoring import evaluate_episodes  # noqa: E402
 from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, test_episodes,  # noqa: E402
                                  training_dataset)
 from experiment.optimisation import build_optimizer  # noqa: E402
-from experiment.training_step import episode_losses  # noqa: E402
 from utils.runtime import check_precision, select_device  # noqa: E402
 from utils.seeding import seed_everything  # noqa: E402
 
@@ -56,18 +56,6 @@ EVALUATION_METRICS = ("dice",)  # the speed of the model's segmentation, not of 
 def stacked(episode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One dataset episode as a batch of 1 (the DataLoader's stacking)."""
     return {key: value.unsqueeze(0) for key, value in episode.items()}
-
-
-def time_training_steps(model, optimizer, batches, config, class_weights, device, precision) -> list[float]:
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        _, losses = episode_losses(model, batch, config, class_weights, device, precision)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:

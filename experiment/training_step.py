@@ -1,4 +1,4 @@
-"""The losses of one training step, shared by train.py and bench/bench_fold_speed.py.
+"""The losses of one training step, shared by train.py and the benchmarks (bench/step_timing.py).
 
 Weighted cross-entropy of the query, and PANet's alignment loss and a soft Dice loss when their
 weights in the config are positive (docs/METHOD.md, "Losses"; docs/PROTOCOL.md, "Training"). A
