@@ -8,10 +8,9 @@ index file is written. `ensure_derived_files` is what `scripts/make_pseudolabels
 computes superpixels of several scans in parallel processes.
 
 A derived file is reused only while the content of its inputs is what it was computed from:
-`derived_files.json` (in the derived folder) records, per derived file, the SHA-256 of each input
-file and of the derived file itself, and how it was computed. Timestamps are not trusted
-(`cp -p`, `rsync -a` and `tar x` give a replaced input an older time), and a derived file whose
-own content changed (truncated, damaged) is computed again, with a log line saying why.
+`derived_files.json` (in the derived folder, utils/file_records.py) records, per derived file, the
+SHA-256 of each input file and of the derived file itself, and how it was computed; a derived file
+whose own content changed (truncated, damaged) is computed again, with a log line saying why.
 """
 from __future__ import annotations
 
@@ -33,49 +32,14 @@ from dataloaders.volumes import (
     read_raw_scan,
     superpixel_path,
 )
-from utils.io import DataError, file_sha256, read_json, write_array_like, write_json
+from utils.file_records import DAMAGED, FileRecords
+from utils.io import file_sha256, write_array_like
 
 logger = logging.getLogger(__name__)
 
 SUPERPIXEL_METHODS = ("2d",)
 DERIVED_RECORDS_NAME = "derived_files.json"
 METADATA_RECIPE = "dataset metadata"  # the recipe recorded for dataset.json
-DAMAGED = "damaged or truncated: its content differs from what was written"
-
-
-class DerivedFileRecords:
-    """`derived_files.json`: {derived file name: {"inputs": {input name: sha256}, "recipe": how it
-    was computed, "sha256": of the derived file}}, the proof that a derived file is current."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / DERIVED_RECORDS_NAME
-        self.records: dict[str, dict] = {}
-        if self.path.is_file():
-            try:
-                self.records = dict(read_json(self.path))
-            except (DataError, TypeError, ValueError) as error:
-                logger.warning("%s: unreadable (%s); every derived file will be computed again", self.path, error)
-
-    def stale_reason(self, output: Path, inputs: dict[str, str], recipe: str) -> str | None:
-        """Why `output` must be computed again from `inputs` ({name: sha256}) with `recipe`, or None."""
-        record = self.records.get(output.name)
-        if not output.is_file():
-            return "missing"
-        if record is None:
-            return "no record of the inputs it was computed from"
-        if record.get("recipe") != recipe:
-            return f"computed with {record.get('recipe')!r}, {recipe!r} requested"
-        changed = sorted(name for name in set(inputs) | set(record.get("inputs", {}))
-                         if inputs.get(name) != record.get("inputs", {}).get(name))
-        if changed:
-            return f"input content changed: {', '.join(changed)}"
-        if file_sha256(output) != record.get("sha256"):
-            return DAMAGED
-        return None
-
-    def record(self, output: Path, inputs: dict[str, str], recipe: str) -> None:
-        self.records[output.name] = {"inputs": inputs, "recipe": recipe, "sha256": file_sha256(output)}
-        write_json(self.records, self.path)
 
 
 def _input_hashes(paths: list[Path]) -> dict[str, str]:
@@ -120,7 +84,7 @@ def ensure_derived_files(
         if not all(path.is_file() for path in paths):
             read_raw_scan(dataset_dir, spec, scan_id)  # raises the DataError that names the missing file
     input_hashes = {scan_id: _input_hashes(paths) for scan_id, paths in inputs.items()}
-    records = DerivedFileRecords(derived_dir)
+    records = FileRecords(derived_dir / DERIVED_RECORDS_NAME)
 
     stale = []
     for scan_id in spec.scan_ids:

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Collection, Sequence
 
 from experiment.config_checks import ConfigError
 from experiment.layout import RunLayout
+from utils.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +40,10 @@ BOUND_KEYS = ("dataset", "setting", "label_group", "eval_fold")
 OVERRIDE_KEY = "allow_config_mismatch"
 TRAINING_CONFIG_KEY = "training_config"
 MISMATCH_KEY = "config_mismatch"
-HASH_CHUNK_BYTES = 1 << 20  # read checkpoints in 1 MiB pieces to hash them
 
 
 class ProvenanceError(ValueError):
     """Scores would be written to, or tabulated as, a run they do not belong to."""
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def evaluation_run(checkpoint: Path, config: dict) -> RunLayout:

@@ -107,20 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_script_logging()
     cases = discover_cases(args.raw, args.out)
     sources = {case.case_id: case.image_source.name for case in cases}
-    metadata_file = args.out / DATASET_METADATA_NAME
-    previous = recorded_sources(metadata_file)
-    # An id whose source changed (cases added or removed upstream) is rewritten even if newer.
-    stale = {case_id for case_id, name in sources.items() if previous is None or previous.get(case_id) != name}
+    previous = recorded_sources(args.out / DATASET_METADATA_NAME)
+    crop = "body box" if args.fixed_border is None else f"fixed border {args.fixed_border}"
     process = functools.partial(process_case, fixed_border=args.fixed_border)
-    written = prepare_cases(
-        cases, process, overwrite=args.overwrite, workers=args.workers, description="SABS CT", force_ids=stale
-    )
+    # an id whose source file changed (cases added or removed upstream) has other inputs, so it is converted again
+    written = prepare_cases(cases, process, overwrite=args.overwrite, workers=args.workers, description="SABS CT",
+                            recipe=f"SABS CT, HU window {list(HU_WINDOW)}, crop {crop}")
     if written or previous != sources:
-        provenance = {
-            "source_images": sources,
-            "hu_window": list(HU_WINDOW),
-            "crop": "body box" if args.fixed_border is None else f"fixed border {args.fixed_border}",
-        }
+        provenance = {"source_images": sources, "hu_window": list(HU_WINDOW), "crop": crop}
         write_dataset_metadata(args.out, get_spec(DATASET_NAME), args.out, [int(case_id) for case_id in sources],
                                provenance)
     return 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from preprocessing.cases import CONVERSION_RECORDS_NAME
 from preprocessing.resampling import crop_or_pad_xy, resample_to_spacing
 from scripts import prepare_chaos, prepare_cmr, prepare_sabs
 from utils.io import DataError, read_json
@@ -171,7 +172,7 @@ def test_chaos_grey_value_outside_every_range_names_the_png(tmp_path):
 
 def test_chaos_outputs_have_protocol_spacing_size_orientation_and_z_extent(chaos_run):
     _, out = chaos_run
-    assert sorted(path.name for path in out.iterdir()) == ["image_1.nii.gz", "label_1.nii.gz"]
+    assert sorted(path.name for path in out.iterdir()) == sorted([CONVERSION_RECORDS_NAME, "image_1.nii.gz", "label_1.nii.gz"])
     image = sitk.ReadImage(str(out / "image_1.nii.gz"))
     label = sitk.ReadImage(str(out / "label_1.nii.gz"))
     np.testing.assert_allclose(image.GetSpacing(), (1.25, 1.25, 7.70), rtol=1e-6)
@@ -212,18 +213,42 @@ def test_chaos_pairs_masks_by_instance_number_when_file_names_differ(tmp_path, c
     np.testing.assert_array_equal(renamed, reference)
 
 
-def test_chaos_second_run_rewrites_nothing_until_an_input_changes(tmp_path):
+def test_chaos_converts_again_only_when_input_content_changes_not_its_timestamp(tmp_path):
     raw = make_chaos_raw(tmp_path)
     out = tmp_path / "out"
     prepare_chaos.main(["--raw", str(raw), "--out", str(out)])
     first = mtimes(out)
+    assert set(first) == {"image_1.nii.gz", "label_1.nii.gz", CONVERSION_RECORDS_NAME}
     prepare_chaos.main(["--raw", str(raw), "--out", str(out)])
     assert mtimes(out) == first
-    png = next((raw / "1" / "T2SPIR" / "Ground").iterdir())
+
+    png = sorted((raw / "1" / "T2SPIR" / "Ground").iterdir())[0]  # the slice at the top of z (instance numbers run against z)
     later = max(first.values()) / 1e9 + 10
-    os.utime(png, (later, later))
+    os.utime(png, (later, later))  # newer, same content: nothing to convert
     prepare_chaos.main(["--raw", str(raw), "--out", str(out)])
+    assert mtimes(out) == first
+
+    before = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "label_1.nii.gz")))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(png)))
+    mask[:4, :4] = prepare_chaos.CHAOS_GREY_RANGES[4][0]  # a corner of spleen: new content, older timestamp
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(png))
+    os.utime(png, (1, 1))
+    prepare_chaos.main(["--raw", str(raw), "--out", str(out)])
+    after = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "label_1.nii.gz")))
     assert all(mtimes(out)[name] != first[name] for name in first)
+    assert (after == 4).sum() > (before == 4).sum()
+
+
+def test_chaos_damaged_output_is_converted_again_with_a_warning(tmp_path, caplog):
+    raw = make_chaos_raw(tmp_path)
+    out = tmp_path / "out"
+    prepare_chaos.main(["--raw", str(raw), "--out", str(out)])
+    reference = (out / "label_1.nii.gz").read_bytes()
+    (out / "label_1.nii.gz").write_bytes(reference[: len(reference) // 2])
+    with caplog.at_level("WARNING"):
+        prepare_chaos.main(["--raw", str(raw), "--out", str(out)])
+    assert "case 1: converting it (damaged or truncated" in caplog.text
+    assert (out / "label_1.nii.gz").read_bytes() == reference
 
 
 def test_chaos_mask_count_mismatch_names_the_ground_folder(tmp_path):
@@ -329,6 +354,17 @@ def test_sabs_second_run_rewrites_nothing(sabs_run):
     before = mtimes(out)
     prepare_sabs.main(["--raw", str(raw), "--out", str(out)])
     assert mtimes(out) == before
+
+
+def test_sabs_other_crop_converts_every_case_again_and_records_it(tmp_path):
+    raw, out = make_sabs_raw(tmp_path), tmp_path / "out"
+    prepare_sabs.main(["--raw", str(raw), "--out", str(out)])
+    body_box = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "image_0.nii.gz")))
+    prepare_sabs.main(["--raw", str(raw), "--out", str(out), "--fixed-border", "32"])
+    fixed_border = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "image_0.nii.gz")))
+    assert read_json(out / "dataset.json")["crop"] == "fixed border 32"
+    assert not np.array_equal(body_box, fixed_border)  # before content records, "up to date" skipped every case
+    assert read_json(out / CONVERSION_RECORDS_NAME)["image_2.nii.gz"]["recipe"].endswith("crop fixed border 32")
 
 
 def test_sabs_missing_label_names_the_expected_file(tmp_path):
