@@ -15,7 +15,8 @@ One evaluation folder (experiment/layout.py names it) holds:
 
 Fold tables (scripts/summarize_folds.py) read the summaries of a method's folds: per organ and
 fold the mean over that fold's query scans, then mean ± std over the folds, organs as columns in
-label order and the organs' mean per fold in the last column, as the papers lay them out.
+label order and the organs' mean per fold in the last column, as the papers lay them out; a second
+table lists each fold's organs' mean, so a reversal between folds is not hidden by the mean.
 """
 from __future__ import annotations
 
@@ -137,13 +138,38 @@ def fold_table(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], metric: 
     organ_columns = sorted(labels, key=labels.get)
     lines = [f"| method | folds | {' | '.join(organ_columns)} | mean |", "|---|---|" + "---|" * (len(organ_columns) + 1)]
     for name, folds in rows.items():
-        per_fold = {fold: {organ: scores[metric] for organ, scores in organs.items() if metric in scores}
-                    for fold, organs in folds.items()}
+        per_fold = _organ_values_per_fold(folds, metric)
         cells = [format_mean_and_std([values[organ] for values in per_fold.values() if organ in values], metric)
                  for organ in organ_columns]
-        fold_means = [mean_and_std(list(values.values()))[0] for values in per_fold.values() if values]
+        fold_means = list(_organs_mean_per_fold(folds, metric).values())
         lines.append(f"| {name} | {len(folds)} | " + " | ".join(cells) + f" | {format_mean_and_std(fold_means, metric)} |")
     return "\n".join(lines)
+
+
+def fold_means_table(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], metric: str) -> str:
+    """Markdown table of the organs' mean of `metric` in each fold (the values behind the mean
+    column of `fold_table`): one row per method, one column per fold any method was evaluated on,
+    "-" where a method's fold is missing, so fold-to-fold reversals are seen at once."""
+    means = {name: _organs_mean_per_fold(folds, metric) for name, folds in rows.items()}
+    fold_columns = sorted({fold for per_fold in means.values() for fold in per_fold})
+    lines = ["| method | " + " | ".join(f"fold {fold}" for fold in fold_columns) + " |",
+             "|---|" + "---|" * len(fold_columns)]
+    for name, per_fold in means.items():
+        cells = [format_value(per_fold[fold], metric) if fold in per_fold else "-" for fold in fold_columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _organ_values_per_fold(folds: Mapping[int, Mapping[str, Mapping]], metric: str) -> dict[int, dict[str, float]]:
+    """{fold: {organ: the fold's mean of `metric`}}, organs whose summary lacks the metric left out."""
+    return {fold: {organ: scores[metric] for organ, scores in organs.items() if metric in scores}
+            for fold, organs in folds.items()}
+
+
+def _organs_mean_per_fold(folds: Mapping[int, Mapping[str, Mapping]], metric: str) -> dict[int, float]:
+    """{fold: the organs' mean of `metric`} over the folds whose summaries have the metric."""
+    return {fold: mean_and_std(list(values.values()))[0]
+            for fold, values in _organ_values_per_fold(folds, metric).items() if values}
 
 
 def undefined_counts(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], metric: str) -> dict[str, int]:

@@ -9,7 +9,8 @@ Each argument is one table row: a run-name prefix (the folds are `<prefix>_fold<
 prefixes joined by `+` whose organs are combined (Setting 2 trains one model per organ group).
 Per organ and fold, a metric is the mean over that fold's query scans (test.py's summary.json);
 each table shows the mean and standard deviation over folds, organs as columns in label order,
-and the organs' mean per fold likewise. Dice and HD95 by default (Dice in %, HD95 in mm). A row
+and the organs' mean per fold likewise; a second table per metric lists the organs' mean of every
+fold (a fold not evaluated is '-'). Dice and HD95 by default (Dice in %, HD95 in mm). A row
 whose folds were trained with different models or configs (other than the fold, and the label
 group between '+'-joined prefixes), or evaluated with `allow_config_mismatch`, is refused with the
 differing key (the provenance test.py writes into summary.json).
@@ -24,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
-from evaluation.reports import SUMMARY_NAME, fold_table, undefined_counts  # noqa: E402
+from evaluation.reports import SUMMARY_NAME, fold_means_table, fold_table, undefined_counts  # noqa: E402
 from experiment.layout import PROTOCOL_SUPPORT_SLICES, fold_runs, row_name  # noqa: E402
 from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row  # noqa: E402
 from utils.io import read_json  # noqa: E402
@@ -61,8 +62,9 @@ def fold_summaries(evaluations: list[FoldEvaluation]) -> dict[int, dict[str, dic
 
 def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
                    n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> str:
-    """One markdown table per metric, with a note where a metric was undefined for some scans, and
-    one where query scans without an organ were skipped (docs/PROTOCOL.md)."""
+    """Two markdown tables per metric (mean ± std over folds per organ; the organs' mean of each
+    fold), with a note where a metric was undefined for some scans, and one where query scans
+    without an organ were skipped (docs/PROTOCOL.md)."""
     evaluations = {row_name(row): row_evaluations(row, n_support_slices) for row in rows}
     results = {name: fold_summaries(row) for name, row in evaluations.items()}
     sections = []
@@ -70,7 +72,9 @@ def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
         title = f"{metric} ({METRICS[metric].unit}), mean ± std over folds"
         notes = [f"{name}: {count} query scan(s) without a value (empty prediction), left out of the means"
                  for name, count in undefined_counts(results, metric).items() if count]
-        sections.append("\n\n".join([title, fold_table(results, metric), *notes]))
+        per_fold_title = f"{metric} ({METRICS[metric].unit}), organs' mean per fold"
+        sections.append("\n\n".join([title, fold_table(results, metric), per_fold_title,
+                                      fold_means_table(results, metric), *notes]))
     skipped = {name: sum(evaluation.summary.get("n_skipped_scans", 0) for evaluation in row)
                for name, row in evaluations.items()}
     sections += [f"{name}: {count} query scan(s) skipped for an organ absent from them (docs/PROTOCOL.md, "

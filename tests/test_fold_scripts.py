@@ -54,6 +54,18 @@ def test_fold_table_reports_mean_and_population_std_over_folds(tmp_path):
     assert row == "| X_setting1_psmnet | 2 | 75.00 ± 5.00 | 50.00 ± 10.00 | 62.50 ± 7.50 |"
 
 
+def test_per_fold_table_lists_each_folds_organ_mean_and_marks_missing_folds(tmp_path):
+    write_summary(tmp_path / "X_setting1_psmnet_fold0", 0, {"liver": 0.5, "spleen": 0.3})
+    write_summary(tmp_path / "X_setting1_psmnet_fold2", 2, {"liver": 0.9, "spleen": 0.6})
+    write_summary(tmp_path / "X_setting1_alpnet_fold1", 1, {"liver": 0.2, "spleen": 0.1})
+    sections = summary_tables([str(tmp_path / "X_setting1_psmnet"), str(tmp_path / "X_setting1_alpnet")],
+                              ("dice",)).split("\n\n")
+    assert sections[2] == "dice (%), organs' mean per fold"
+    assert sections[3].splitlines() == ["| method | fold 0 | fold 1 | fold 2 |", "|---|---|---|---|",
+                                        "| X_setting1_psmnet | 40.00 | - | 75.00 |",
+                                        "| X_setting1_alpnet | - | 15.00 | - |"]
+
+
 def test_fold_table_of_a_support_size_reads_the_evaluations_with_that_many_slices(tmp_path):
     write_summary(tmp_path / "X_setting1_universeg_fold0", 0, {"liver": 0.50})
     write_summary(tmp_path / "X_setting1_universeg_fold0", 0, {"liver": 0.70}, folder_suffix="_support4")
@@ -88,7 +100,7 @@ def test_hd95_table_in_millimetres_notes_scans_without_a_value(tmp_path):
                   organ_hd95={"liver": (20.0, 0), "spleen": (50.0, 0)})
     write_summary(tmp_path / "X_setting1_alpnet_fold0", 0, {"liver": 0.5})  # written before HD95 existed
     output = summary_tables([str(tmp_path / "X_setting1_psmnet"), str(tmp_path / "X_setting1_alpnet")], ("dice", "hd95"))
-    dice_section, hd95_section = output.split("hd95 (mm)")
+    dice_section, hd95_section = output.split("hd95 (mm), mean ± std over folds")
     assert dice_section.startswith("dice (%), mean ± std over folds")
     lines = hd95_section.split("\n\n")[1].splitlines()
     assert lines[0] == "| method | folds | liver | spleen | mean |"
