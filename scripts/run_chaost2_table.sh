@@ -5,6 +5,7 @@
 #
 #   bash scripts/run_chaost2_table.sh                       # everything (100 trainings)
 #   bash scripts/run_chaost2_table.sh psmnet alpnet         # only these rows (both settings)
+#   FOLDS="2 3" bash scripts/run_chaost2_table.sh psmnet     # only these folds
 #
 # Rows: psmnet, alpnet, panet, psm_only, mcam_only, universeg in Settings 1 and 2; in Setting 1 also
 # psmnet_q2s (MCAM with query-to-support softmax attention, `mcam_query_to_support`) and
@@ -12,7 +13,7 @@
 # Finished folds are skipped and interrupted ones resume (scripts/run_sweep.py), so an interrupted
 # table goes on where it stopped. Each run's log goes to <run folder>/sweep.log; tables:
 # scripts/summarize_folds.py (commands in RESULTS.md). Environment: DATA_ROOT (default
-# ../shared/data), JOBS (parallel runs, default 2), SWEEP_OPTIONS (e.g. --dry-run), STEPS
+# ../shared/data), FOLDS (default "0 1 2 3 4"), JOBS (parallel runs, default 2), SWEEP_OPTIONS (e.g. --dry-run), STEPS
 # (training steps, default 3000: where the validation curves flatten, RESULTS.md), EXTRA (config
 # updates added to every run, e.g. EXTRA="runs_root=runs/other").
 set -euo pipefail
@@ -46,6 +47,7 @@ done
 for row in psmnet alpnet psm_only mcam_only panet universeg; do
     for group in 0 1; do wanted "$row" && table+=(--row "setting2 label_group=$group $(configs_of "$row")"); done
 done
-# shellcheck disable=SC2086  # $profile is a list of arguments
-.venv/bin/python scripts/run_sweep.py --cpu-workers "${JOBS:-2}" --threads-per-worker 1 ${SWEEP_OPTIONS:-} "${table[@]}" \
+# shellcheck disable=SC2086  # $profile and $FOLDS are lists of arguments
+.venv/bin/python scripts/run_sweep.py --cpu-workers "${JOBS:-2}" --threads-per-worker 1 --folds ${FOLDS:-0 1 2 3 4} \
+    ${SWEEP_OPTIONS:-} "${table[@]}" \
     -- with chaost2 $profile
