@@ -49,11 +49,15 @@ def fold_curves(row: str) -> dict[int, tuple[Curve, Curve]]:
     """{fold: ({validation step: organs' mean Dice}, {step: training loss})} for one table row.
 
     Setting-2 rows join one run per organ group; their organs are pooled per step, and the loss
-    is the mean of the groups' losses. A row without any validation Dice is a SystemExit naming it.
+    is the mean of the groups' losses, over the steps that every group has logged (a group still
+    training, or not started on a fold, never leaves a point with half of the organs). A row
+    without any validation Dice is a SystemExit naming it.
     """
+    prefixes = row.split("+")
     organ_dice: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     losses: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for prefix in row.split("+"):
+    logged_by: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))  # fold -> step -> prefixes
+    for prefix in prefixes:
         for fold, run in fold_runs(prefix).items():
             if not run.tensorboard.is_dir():
                 continue
@@ -63,10 +67,17 @@ def fold_curves(row: str) -> dict[int, tuple[Curve, Curve]]:
                         organ_dice[fold][step].append(value)
                     elif tag == TOTAL_LOSS_TAG:
                         losses[fold][step].append(value)
-    if not organ_dice:
-        raise SystemExit(f"{row}: no validation Dice found in <prefix>_fold<k>/tensorboard")
-    return {
-        fold: ({step: sum(values) / len(values) for step, values in organ_dice[fold].items()},
-               {step: sum(values) / len(values) for step, values in losses[fold].items()})
-        for fold in sorted(organ_dice)
-    }
+                    else:
+                        continue
+                    logged_by[fold][step].add(prefix)
+    curves = {}
+    for fold in sorted(organ_dice):
+        every_run = {step for step, logged in logged_by[fold].items() if len(logged) == len(prefixes)}
+        dice = {step: sum(values) / len(values) for step, values in organ_dice[fold].items() if step in every_run}
+        if dice:
+            curves[fold] = (dice, {step: sum(values) / len(values) for step, values in losses[fold].items()
+                                   if step in every_run})
+    if not curves:
+        raise SystemExit(f"{row}: no validation Dice found in <prefix>_fold<k>/tensorboard"
+                         + (" logged by every one of its runs" if len(prefixes) > 1 else ""))
+    return curves

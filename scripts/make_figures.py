@@ -30,11 +30,10 @@ sys.path.insert(0, str(REPO_ROOT))
 from evaluation.episodes import TestEpisode  # noqa: E402  (after the path set-up)
 from evaluation.figures import OverlayRow, plot_dice_distributions, plot_learning_curves, plot_overlays  # noqa: E402
 from evaluation.prediction import predict_episode  # noqa: E402
-from evaluation.reports import SUMMARY_NAME  # noqa: E402
 from experiment.assembly import fold_data, load_trained_model, test_episodes  # noqa: E402
 from experiment.curves import fold_curves  # noqa: E402
-from experiment.layout import RunLayout, fold_runs, row_name  # noqa: E402
-from utils.io import read_json  # noqa: E402
+from experiment.fold_rows import row_evaluations  # noqa: E402
+from experiment.layout import RunLayout, row_name  # noqa: E402
 
 FIRST_SHOT = 0  # overlays show the first support scan of a k-shot episode
 
@@ -55,21 +54,19 @@ def learning_curves(rows: list[str], out: Path, labels: list[str] | None = None)
 
 
 def dice_distributions(rows: list[str], out: Path, labels: list[str] | None = None) -> Path:
-    """Per-scan Dice of every organ from every fold's summary.json, organs in label order."""
+    """Per-scan Dice of every organ from the summary.json of every complete fold (as
+    scripts/summarize_folds.py tabulates them, experiment/fold_rows.py), organs in label order."""
     dice: dict[str, dict[str, list[float]]] = {}
     organ_labels: dict[str, int] = {}
     for name, row in zip(method_names(rows, labels), rows):
+        read = row_evaluations(row)
+        for note in read.notes:
+            logging.warning("%s", note)
         per_organ: dict[str, list[float]] = {}
-        for prefix in row.split("+"):
-            for fold, run in fold_runs(prefix).items():
-                summary_path = run.evaluation(fold) / SUMMARY_NAME
-                if not summary_path.is_file():
-                    continue
-                for organ, scores in read_json(summary_path)["organs"].items():
-                    organ_labels[organ] = scores["label"]
-                    per_organ.setdefault(organ, []).extend(scan["dice"] for scan in scores["scans"].values())
-        if not per_organ:
-            raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/{SUMMARY_NAME})")
+        for organs in read.organs_per_fold().values():
+            for organ, scores in organs.items():
+                organ_labels[organ] = scores["label"]
+                per_organ.setdefault(organ, []).extend(scan["dice"] for scan in scores["scans"].values())
         dice[name] = per_organ
     return plot_dice_distributions(dice, sorted(organ_labels, key=organ_labels.get), out)
 

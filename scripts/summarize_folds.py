@@ -13,7 +13,8 @@ and the organs' mean per fold likewise; a second table per metric lists the orga
 fold (a fold not evaluated is '-'). Dice and HD95 by default (Dice in %, HD95 in mm). A row
 whose folds were trained with different models or configs (other than the fold, and the label
 group between '+'-joined prefixes), or evaluated with `allow_config_mismatch`, is refused with the
-differing key (the provenance test.py writes into summary.json).
+differing key (the provenance test.py writes into summary.json); a fold that not every '+'-joined
+prefix has evaluated yet is left out with a note (experiment/fold_rows.py).
 """
 from __future__ import annotations
 
@@ -25,39 +26,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
-from evaluation.reports import SUMMARY_NAME, fold_means_table, fold_table, undefined_counts  # noqa: E402
-from experiment.layout import PROTOCOL_SUPPORT_SLICES, fold_runs, row_name  # noqa: E402
-from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row  # noqa: E402
-from utils.io import read_json  # noqa: E402
+from evaluation.reports import fold_means_table, fold_table, undefined_counts  # noqa: E402
+from experiment.fold_rows import row_evaluations  # noqa: E402
+from experiment.layout import PROTOCOL_SUPPORT_SLICES, row_name  # noqa: E402
 
 DEFAULT_METRICS = ("dice", "hd95")
-
-
-def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> list[FoldEvaluation]:
-    """The summary.json of every evaluated fold of one table row (evaluated with `n_support_slices`
-    support slices per scan and chunk), once they are known to come from one model trained with one
-    config (experiment/provenance.py)."""
-    evaluations = []
-    for prefix in row.split("+"):
-        for fold, run in fold_runs(prefix).items():
-            summary_path = run.evaluation(fold, n_support_slices=n_support_slices) / SUMMARY_NAME
-            if summary_path.is_file():
-                evaluations.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))
-    if not evaluations:
-        raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/{SUMMARY_NAME})")
-    try:
-        check_fold_row(row, evaluations)
-    except ProvenanceError as error:
-        raise SystemExit(str(error)) from error
-    return evaluations
-
-
-def fold_summaries(evaluations: list[FoldEvaluation]) -> dict[int, dict[str, dict]]:
-    """{fold: {organ: its scores in that fold's summary.json}} of one row's evaluations."""
-    per_fold: dict[int, dict[str, dict]] = {}
-    for evaluation in evaluations:
-        per_fold.setdefault(evaluation.fold, {}).update(evaluation.summary["organs"])
-    return dict(sorted(per_fold.items()))
 
 
 def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
@@ -65,8 +38,9 @@ def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
     """Two markdown tables per metric (mean ± std over folds per organ; the organs' mean of each
     fold), with a note where a metric was undefined for some scans, and one where query scans
     without an organ were skipped (docs/PROTOCOL.md)."""
-    evaluations = {row_name(row): row_evaluations(row, n_support_slices) for row in rows}
-    results = {name: fold_summaries(row) for name, row in evaluations.items()}
+    rows_read = {row_name(row): row_evaluations(row, n_support_slices) for row in rows}
+    evaluations = {name: read.evaluations for name, read in rows_read.items()}
+    results = {name: read.organs_per_fold() for name, read in rows_read.items()}
     sections = []
     for metric in metrics:
         title = f"{metric} ({METRICS[metric].unit}), mean ± std over folds"
@@ -79,6 +53,7 @@ def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
                for name, row in evaluations.items()}
     sections += [f"{name}: {count} query scan(s) skipped for an organ absent from them (docs/PROTOCOL.md, "
                  f"\"Organs absent from a query scan\")" for name, count in skipped.items() if count]
+    sections += [note for read in rows_read.values() for note in read.notes]
     return "\n\n".join(sections)
 
 

@@ -66,6 +66,17 @@ def test_per_fold_table_lists_each_folds_organ_mean_and_marks_missing_folds(tmp_
                                         "| X_setting1_alpnet | - | 15.00 | - |"]
 
 
+def test_setting2_fold_with_one_organ_group_missing_is_left_out_with_a_note(tmp_path):
+    write_summary(tmp_path / "X_setting2_group0_psmnet_fold0", 0, {"liver": 0.6, "spleen": 0.4})
+    write_summary(tmp_path / "X_setting2_group1_psmnet_fold0", 0, {"right_kidney": 0.8, "left_kidney": 0.6})
+    write_summary(tmp_path / "X_setting2_group0_psmnet_fold1", 1, {"liver": 0.2, "spleen": 0.2})  # group 1 still training
+    row = f"{tmp_path / 'X_setting2_group0_psmnet'}+{tmp_path / 'X_setting2_group1_psmnet'}"
+    sections = summary_tables([row], ("dice",)).split("\n\n")
+    assert sections[1].splitlines()[2].endswith("| 1 | 60.00 ± 0.00 | 80.00 ± 0.00 | 60.00 ± 0.00 | 40.00 ± 0.00 | 60.00 ± 0.00 |")
+    assert sections[3].splitlines()[0] == "| method | fold 0 |"
+    assert sections[-1].endswith(f"fold 1 left out, not evaluated for {tmp_path / 'X_setting2_group1_psmnet'}")
+
+
 def test_fold_table_of_a_support_size_reads_the_evaluations_with_that_many_slices(tmp_path):
     write_summary(tmp_path / "X_setting1_universeg_fold0", 0, {"liver": 0.50})
     write_summary(tmp_path / "X_setting1_universeg_fold0", 0, {"liver": 0.70}, folder_suffix="_support4")
@@ -197,3 +208,18 @@ def test_curve_tables_average_organs_then_folds_and_loss_windows(tmp_path):
     assert "| X_psmnet | 2 | 40.00 ± 10.00 | 80.00 ± 10.00 |" in dice_table
     # loss windows (0, 10] and (10, 20]: fold 0 0.75 and 0.25, fold 1 0.5 and 0.5
     assert "| X_psmnet | 2 | 0.625 ± 0.125 | 0.375 ± 0.125 |" in loss_table
+
+
+def test_setting2_curves_pool_organ_groups_only_over_steps_every_group_logged(tmp_path):
+    write_curve(tmp_path / "X_group0_psmnet_fold0", {10: {"liver": 0.2, "spleen": 0.4}, 20: {"liver": 0.6, "spleen": 0.8}},
+                {10: 1.0, 20: 0.5})
+    write_curve(tmp_path / "X_group1_psmnet_fold0", {10: {"right_kidney": 0.8, "left_kidney": 0.6}}, {10: 0.0})  # still training
+    write_curve(tmp_path / "X_group0_psmnet_fold1", {10: {"liver": 0.9, "spleen": 0.9}}, {10: 0.0})  # group 1 not started
+    row = f"{tmp_path / 'X_group0_psmnet'}+{tmp_path / 'X_group1_psmnet'}"
+    dice_table, loss_table = curve_tables([row]).split("Training loss")
+    # one fold, one step: the mean of the four organs at step 10; no step-20 point of liver and spleen alone
+    dice_row, loss_row = ([line for line in table.splitlines() if line.startswith("| X_group0")][0]
+                          for table in (dice_table, loss_table))
+    assert dice_row.endswith("| 1 | 50.00 ± 0.00 |")
+    assert "step 20" not in dice_table
+    assert loss_row.endswith("| 1 | 0.500 ± 0.000 |")
