@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
@@ -45,8 +46,9 @@ def read_scalars(event_dir: Path) -> dict[str, Curve]:
             for tag in accumulator.Tags()[SCALARS]}
 
 
-def fold_curves(row: str) -> dict[int, tuple[Curve, Curve]]:
-    """{fold: ({validation step: organs' mean Dice}, {step: training loss})} for one table row.
+def fold_curves(row: str, folds: Collection[int] | None = None) -> dict[int, tuple[Curve, Curve]]:
+    """{fold: ({validation step: organs' mean Dice}, {step: training loss})} for one table row, of
+    `folds` only when given.
 
     Setting-2 rows join one run per organ group; their organs are pooled per step, and the loss
     is the mean of the groups' losses, over the steps that every group has logged (a group still
@@ -59,7 +61,7 @@ def fold_curves(row: str) -> dict[int, tuple[Curve, Curve]]:
     logged_by: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))  # fold -> step -> prefixes
     for prefix in prefixes:
         for fold, run in fold_runs(prefix).items():
-            if not run.tensorboard.is_dir():
+            if not run.tensorboard.is_dir() or (folds is not None and fold not in folds):
                 continue
             for tag, values in read_scalars(run.tensorboard).items():
                 for step, value in values.items():

@@ -10,6 +10,7 @@ notes, which the scripts print.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from evaluation.reports import SUMMARY_NAME
@@ -33,12 +34,16 @@ class RowEvaluations:
         return dict(sorted(per_fold.items()))
 
 
-def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> RowEvaluations:
+def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
+                    folds: Collection[int] | None = None) -> RowEvaluations:
     """The evaluations (with `n_support_slices` support slices per scan and chunk) of one table
-    row's complete folds; a SystemExit naming the row when it has none or mixes configs."""
+    row's complete folds, of `folds` only when given; a SystemExit naming the row when it has none
+    or mixes configs."""
     found = []
     for prefix in row.split("+"):
         for fold, run in fold_runs(prefix).items():
+            if folds is not None and fold not in folds:
+                continue
             summary_path = run.evaluation(fold, n_support_slices=n_support_slices) / SUMMARY_NAME
             if summary_path.is_file():
                 found.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))

@@ -13,7 +13,8 @@
   segments the fold's protocol test episode (experiment/assembly.py); `--slices` are slice numbers
   of the scan inside the organ's z-range (default: the middle slice of each part).
 
-Rows are run-name prefixes as in scripts/summarize_folds.py (`+` joins Setting-2 organ groups).
+Rows are run-name prefixes as in scripts/summarize_folds.py (`+` joins Setting-2 organ groups);
+`--folds` restricts curves and dice to those folds (e.g. those every row has finished).
 """
 from __future__ import annotations
 
@@ -47,19 +48,21 @@ def method_names(rows: list[str], labels: list[str] | None) -> list[str]:
     return list(labels)
 
 
-def learning_curves(rows: list[str], out: Path, labels: list[str] | None = None) -> Path:
-    curves = {name: {fold: dice for fold, (dice, _) in fold_curves(row).items()}
+def learning_curves(rows: list[str], out: Path, labels: list[str] | None = None,
+                    folds: list[int] | None = None) -> Path:
+    curves = {name: {fold: dice for fold, (dice, _) in fold_curves(row, folds).items()}
               for name, row in zip(method_names(rows, labels), rows)}
     return plot_learning_curves(curves, out)
 
 
-def dice_distributions(rows: list[str], out: Path, labels: list[str] | None = None) -> Path:
+def dice_distributions(rows: list[str], out: Path, labels: list[str] | None = None,
+                       folds: list[int] | None = None) -> Path:
     """Per-scan Dice of every organ from the summary.json of every complete fold (as
     scripts/summarize_folds.py tabulates them, experiment/fold_rows.py), organs in label order."""
     dice: dict[str, dict[str, list[float]]] = {}
     organ_labels: dict[str, int] = {}
     for name, row in zip(method_names(rows, labels), rows):
-        read = row_evaluations(row)
+        read = row_evaluations(row, folds=folds)
         for note in read.notes:
             logging.warning("%s", note)
         per_organ: dict[str, list[float]] = {}
@@ -122,6 +125,7 @@ def main() -> None:
         figure.add_argument("rows", nargs="+", help="run-name prefixes, one per method ('+' joins organ groups)")
         figure.add_argument("--out", type=Path, required=True, help="PNG file to write")
         figure.add_argument("--labels", nargs="+", help="the methods' names in the legend, one per row (default: the rows)")
+        figure.add_argument("--folds", type=int, nargs="+", help="only these folds (default: all there are)")
     overlay = figures.add_parser("overlays", help="support / query / prediction / truth of chosen slices")
     overlay.add_argument("run", type=Path, help="a run folder (with checkpoints/last.pth)")
     overlay.add_argument("--organ", required=True, help="organ name, e.g. liver")
@@ -134,9 +138,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.figure == "curves":
-        written = learning_curves(args.rows, args.out, args.labels)
+        written = learning_curves(args.rows, args.out, args.labels, args.folds)
     elif args.figure == "dice":
-        written = dice_distributions(args.rows, args.out, args.labels)
+        written = dice_distributions(args.rows, args.out, args.labels, args.folds)
     else:
         written = overlays(args.run, args.organ, args.scan, args.slices, args.out, args.checkpoint, args.data_root,
                            args.derived_root)

@@ -32,8 +32,8 @@ def window_mean(values: Curve, after: int, until: int) -> float | None:
     return sum(window) / len(window) if window else None
 
 
-def curve_tables(rows: list[str]) -> str:
-    curves = {row: fold_curves(row) for row in rows}
+def curve_tables(rows: list[str], folds: list[int] | None = None) -> str:
+    curves = {row: fold_curves(row, folds) for row in rows}
     steps = sorted({step for folds in curves.values() for dice, _ in folds.values() for step in dice})
     header = "| method | folds | " + " | ".join(f"step {step}" for step in steps) + " |"
     rule = "|---|---|" + "---|" * len(steps)
@@ -63,7 +63,9 @@ def _mean_std(values: list[float], scale: float, number_format: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rows", nargs="+", help="run-name prefixes, one per row ('+' joins organ groups)")
-    print(curve_tables(parser.parse_args().rows))
+    parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every fold with events)")
+    args = parser.parse_args()
+    print(curve_tables(args.rows, args.folds))
 
 
 if __name__ == "__main__":

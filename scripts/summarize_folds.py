@@ -4,6 +4,7 @@
     python scripts/summarize_folds.py "runs/CHAOST2_setting2_group0_psmnet+runs/CHAOST2_setting2_group1_psmnet"
     python scripts/summarize_folds.py runs/CHAOST2_setting1_psmnet --metrics dice hd95 assd precision recall
     python scripts/summarize_folds.py runs/CHAOST2_setting1_universeg --support-slices 4   # test.py n_support_slices=4
+    python scripts/summarize_folds.py runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --folds 0 1 2
 
 Each argument is one table row: a run-name prefix (the folds are `<prefix>_fold<k>`), or several
 prefixes joined by `+` whose organs are combined (Setting 2 trains one model per organ group).
@@ -34,11 +35,11 @@ DEFAULT_METRICS = ("dice", "hd95")
 
 
 def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
-                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> str:
+                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES, folds: list[int] | None = None) -> str:
     """Two markdown tables per metric (mean ± std over folds per organ; the organs' mean of each
     fold), with a note where a metric was undefined for some scans, and one where query scans
     without an organ were skipped (docs/PROTOCOL.md)."""
-    rows_read = {row_name(row): row_evaluations(row, n_support_slices) for row in rows}
+    rows_read = {row_name(row): row_evaluations(row, n_support_slices, folds) for row in rows}
     evaluations = {name: read.evaluations for name, read in rows_read.items()}
     results = {name: read.organs_per_fold() for name, read in rows_read.items()}
     sections = []
@@ -64,8 +65,9 @@ def main() -> None:
                         help="one table per metric (default: %(default)s)")
     parser.add_argument("--support-slices", type=int, default=PROTOCOL_SUPPORT_SLICES,
                         help="the evaluations with this n_support_slices (default: the protocol's %(default)s)")
+    parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every evaluated fold)")
     args = parser.parse_args()
-    print(summary_tables(args.rows, tuple(args.metrics), args.support_slices))
+    print(summary_tables(args.rows, tuple(args.metrics), args.support_slices, args.folds))
 
 
 if __name__ == "__main__":

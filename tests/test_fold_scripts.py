@@ -223,3 +223,14 @@ def test_setting2_curves_pool_organ_groups_only_over_steps_every_group_logged(tm
     assert dice_row.endswith("| 1 | 50.00 ± 0.00 |")
     assert "step 20" not in dice_table
     assert loss_row.endswith("| 1 | 0.500 ± 0.000 |")
+
+
+def test_folds_option_restricts_fold_tables_and_curves_to_those_folds(tmp_path):
+    for fold, dice in ((0, 0.2), (1, 0.4), (2, 0.9)):
+        write_summary(tmp_path / f"X_psmnet_fold{fold}", fold, {"liver": dice})
+        write_curve(tmp_path / f"X_psmnet_fold{fold}", {10: {"liver": dice}}, {10: 1.0})
+    table = summary_tables([str(tmp_path / "X_psmnet")], ("dice",), folds=[0, 1]).split("\n\n")
+    assert table[1].splitlines()[2] == "| X_psmnet | 2 | 30.00 ± 10.00 | 30.00 ± 10.00 |"
+    assert table[3].splitlines()[0] == "| method | fold 0 | fold 1 |"
+    dice_table = curve_tables([str(tmp_path / "X_psmnet")], folds=[1, 2]).split("Training loss")[0]
+    assert "| X_psmnet | 2 | 65.00 ± 25.00 |" in dice_table
