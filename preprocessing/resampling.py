@@ -67,12 +67,16 @@ def as_label_image(label: sitk.Image, source: str | os.PathLike) -> sitk.Image:
     """`label` (Z, H, W) as uint16 with the same geometry; non-integer, negative or too large
     values are a DataError naming `source` (labels may be stored as floats)."""
     values = sitk.GetArrayFromImage(label)
-    rounded = np.rint(values)
-    bad = np.abs(values - rounded) > LABEL_INTEGER_TOLERANCE
-    if np.any(bad):
-        raise DataError(f"{source}: label volume holds non-integer values, e.g. {values[bad].flat[0]}")
-    if rounded.size and (rounded.min() < 0 or rounded.max() > MAX_LABEL_VALUE):
-        raise DataError(f"{source}: label values must lie in 0..{MAX_LABEL_VALUE}, found {rounded.min()}..{rounded.max()}")
+    rounded = values
+    if not np.issubdtype(values.dtype, np.integer):
+        rounded = np.rint(values)
+        bad = np.abs(values - rounded) > LABEL_INTEGER_TOLERANCE
+        if np.any(bad):
+            raise DataError(f"{source}: label volume holds non-integer values, e.g. {values[bad].flat[0]}")
+    # compared as Python numbers: np.rint of a small float type must not meet 65535 in that type
+    low, high = (float(rounded.min()), float(rounded.max())) if rounded.size else (0.0, 0.0)
+    if low < 0 or high > MAX_LABEL_VALUE:
+        raise DataError(f"{source}: label values must lie in 0..{MAX_LABEL_VALUE}, found {low:g}..{high:g}")
     return _image_like(rounded.astype(np.uint16), label)
 
 

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from preprocessing.cases import CONVERSION_RECORDS_NAME
-from preprocessing.resampling import crop_or_pad_xy, resample_to_spacing
+from preprocessing.resampling import as_label_image, crop_or_pad_xy, resample_to_spacing
 from scripts import prepare_chaos, prepare_cmr, prepare_sabs
 from utils.io import DataError, read_json
 
@@ -123,6 +123,25 @@ def chaos_run(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------------
 # Library pieces
+
+
+@pytest.mark.filterwarnings("error")  # np.rint of uint8 is float16, in which 65535 overflows: no warning, no cast
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+def test_label_image_keeps_integer_labels_of_any_stored_type_as_uint16(dtype):
+    stored = np.array([[[0, 1, 13]]], dtype=dtype)
+    label = as_label_image(sitk.GetImageFromArray(stored), "label.nii.gz")
+    assert label.GetPixelID() == sitk.sitkUInt16
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(label), [[[0, 1, 13]]])
+
+
+@pytest.mark.parametrize("stored, message", [
+    (np.array([[[0, 1.5]]], dtype=np.float32), r"label.nii.gz: label volume holds non-integer values, e.g. 1.5"),
+    (np.array([[[-1, 2]]], dtype=np.int32), r"label.nii.gz: label values must lie in 0..65535, found -1..2"),
+    (np.array([[[0, 70000]]], dtype=np.float32), r"label.nii.gz: label values must lie in 0..65535, found 0..70000"),
+])
+def test_label_image_refuses_fractional_negative_and_too_large_values_naming_the_file(stored, message):
+    with pytest.raises(DataError, match=message):
+        as_label_image(sitk.GetImageFromArray(stored), "label.nii.gz")
 
 
 def test_crop_or_pad_copies_exact_values_pads_outside_and_keeps_physical_positions():
