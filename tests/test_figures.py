@@ -59,7 +59,7 @@ def test_the_legend_lies_beside_the_plot_and_covers_no_box(monkeypatch, tmp_path
     monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
     dice = {method: {"liver": [0.9, 0.5, 0.7], "spleen": [0.2, 0.95]} for method in ("a long method name", "b")}
     figures.plot_dice_distributions(dice, ["liver", "spleen"], tmp_path / "dice.png")
-    curves = {"a long method name": {0: {200: 0.5, 400: 0.99}}, "b": {0: {200: 0.1, 400: 0.2}}}
+    curves = {"a long method name": {0: {200: 0.5, 400: 0.99}}, "b": {0: {200: 0.1, 400: 0.2}, 1: {200: 0.3}}}
     figures.plot_learning_curves(curves, tmp_path / "curves.png")
     for figure in drawn:
         figure.canvas.draw()
@@ -68,6 +68,8 @@ def test_the_legend_lies_beside_the_plot_and_covers_no_box(monkeypatch, tmp_path
         legend_box, axes_box = legend.get_window_extent(renderer), figure.axes[0].get_window_extent(renderer)
         assert legend_box.x0 >= axes_box.x1 and legend_box.x1 <= figure.bbox.x1
         assert [text.get_text() for text in legend.get_texts()][0].startswith("a long method name")
+    curve_labels = [text.get_text() for text in drawn[-1].legends[0].get_texts()]
+    assert curve_labels == ["a long method name (1 fold)", "b (2 folds)"]
 
 
 def test_overlay_grid_has_one_row_per_chosen_slice(runs, tmp_path):
