@@ -3,6 +3,8 @@
 - `plot_learning_curves`: validation Dice (organs' mean, %) against the training step, the mean
   over folds as a line and ± one standard deviation as a band, one colour per method (the curves
   of experiment/curves.py);
+- `plot_support_sizes`: Dice (organs' mean, %) against the number of support slices N, the mean
+  over folds as a line and ± one standard deviation as a band, one colour per method;
 - `plot_dice_distributions`: per organ (in label order), one box per method over every query scan
   of every fold (the per-scan Dice of the evaluation summaries);
 - `plot_overlays`: one row per chosen query slice: support slice with its mask, query slice,
@@ -67,6 +69,27 @@ def plot_learning_curves(curves: Mapping[str, Mapping[int, Curve]], path: Path) 
         axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=BAND_OPACITY, linewidth=0)
     axes.set_xlabel("training step")
     axes.set_ylabel("validation Dice (%), mean ± std over folds")
+    axes.grid(alpha=0.3)
+    _legend_beside(figure)
+    return _save(figure, path)
+
+
+def plot_support_sizes(dice: Mapping[str, Mapping[int, Sequence[float]]], path: Path) -> Path:
+    """dice: {method: {N: [organs' mean Dice of each fold]}} -> PNG at `path`, N on a log2 axis."""
+    figure, axes = plt.subplots(figsize=CURVES_SIZE, layout="constrained")
+    for method, per_size in dice.items():
+        sizes = sorted(per_size)
+        statistics = [mean_and_std(list(per_size[size])) for size in sizes]
+        mean = PERCENT * np.array([value for value, _ in statistics])
+        std = PERCENT * np.array([spread for _, spread in statistics])
+        n_folds = len(per_size[sizes[0]])
+        line, = axes.plot(sizes, mean, marker="o", label=f"{method} ({n_folds} fold{'' if n_folds == 1 else 's'})")
+        axes.fill_between(sizes, mean - std, mean + std, color=line.get_color(), alpha=BAND_OPACITY, linewidth=0)
+    all_sizes = sorted({size for per_size in dice.values() for size in per_size})
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(all_sizes, [str(size) for size in all_sizes])
+    axes.set_xlabel("support slices per support scan and chunk (N)")
+    axes.set_ylabel("Dice (%), organs' mean: mean ± std over folds")
     axes.grid(alpha=0.3)
     _legend_beside(figure)
     return _save(figure, path)

@@ -17,6 +17,8 @@ Fold tables (scripts/summarize_folds.py) read the summaries of a method's folds:
 fold the mean over that fold's query scans, then mean ± std over the folds, organs as columns in
 label order and the organs' mean per fold in the last column, as the papers lay them out; a second
 table lists each fold's organs' mean, so a reversal between folds is not hidden by the mean.
+Support-size tables (scripts/summarize_support_sizes.py) set the organs' mean against the number
+of support slices N that test.py was given.
 """
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ def fold_table(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], metric: 
         per_fold = _organ_values_per_fold(folds, metric)
         cells = [format_mean_and_std([values[organ] for values in per_fold.values() if organ in values], metric)
                  for organ in organ_columns]
-        fold_means = list(_organs_mean_per_fold(folds, metric).values())
+        fold_means = list(organs_mean_per_fold(folds, metric).values())
         lines.append(f"| {name} | {len(folds)} | " + " | ".join(cells) + f" | {format_mean_and_std(fold_means, metric)} |")
     return "\n".join(lines)
 
@@ -150,7 +152,7 @@ def fold_means_table(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], me
     """Markdown table of the organs' mean of `metric` in each fold (the values behind the mean
     column of `fold_table`): one row per method, one column per fold any method was evaluated on,
     "-" where a method's fold is missing, so fold-to-fold reversals are seen at once."""
-    means = {name: _organs_mean_per_fold(folds, metric) for name, folds in rows.items()}
+    means = {name: organs_mean_per_fold(folds, metric) for name, folds in rows.items()}
     fold_columns = sorted({fold for per_fold in means.values() for fold in per_fold})
     lines = ["| method | " + " | ".join(f"fold {fold}" for fold in fold_columns) + " |",
              "|---|" + "---|" * len(fold_columns)]
@@ -160,13 +162,37 @@ def fold_means_table(rows: Mapping[str, Mapping[int, Mapping[str, Mapping]]], me
     return "\n".join(lines)
 
 
+def support_size_table(rows: Mapping[str, Mapping[int, Mapping[int, Mapping[str, Mapping]]]], metric: str) -> str:
+    """Markdown table of the organs' mean of `metric` against the support size N: one row per
+    method, one column per N (mean ± std over folds), and the gain from the smallest to the
+    largest N (mean ± std over folds of each fold's difference, so that fold-to-fold spread common
+    to every N does not hide a consistent gain).
+
+    rows: {method name: {N: {fold: summary["organs"] of that fold's evaluation with N support
+    slices}}}, every N of a method on the same folds (experiment/fold_rows.py).
+    """
+    sizes = sorted({size for per_size in rows.values() for size in per_size})
+    gain_header = f"N = {sizes[-1]} minus N = {sizes[0]}"
+    lines = ["| method | folds | " + " | ".join(f"N = {size}" for size in sizes) + f" | {gain_header} |",
+             "|---|---|" + "---|" * (len(sizes) + 1)]
+    for name, per_size in rows.items():
+        means = {size: organs_mean_per_fold(folds, metric) for size, folds in per_size.items()}
+        cells = [format_mean_and_std(list(means[size].values()), metric) if size in means else "-" for size in sizes]
+        smallest, largest = means.get(sizes[0], {}), means.get(sizes[-1], {})
+        gains = [largest[fold] - smallest[fold] for fold in smallest if fold in largest]
+        gain = format_mean_and_std(gains, metric) if gains else "-"
+        n_folds = len({fold for folds in per_size.values() for fold in folds})
+        lines.append(f"| {name} | {n_folds} | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines)
+
+
 def _organ_values_per_fold(folds: Mapping[int, Mapping[str, Mapping]], metric: str) -> dict[int, dict[str, float]]:
     """{fold: {organ: the fold's mean of `metric`}}, organs whose summary lacks the metric left out."""
     return {fold: {organ: scores[metric] for organ, scores in organs.items() if metric in scores}
             for fold, organs in folds.items()}
 
 
-def _organs_mean_per_fold(folds: Mapping[int, Mapping[str, Mapping]], metric: str) -> dict[int, float]:
+def organs_mean_per_fold(folds: Mapping[int, Mapping[str, Mapping]], metric: str) -> dict[int, float]:
     """{fold: the organs' mean of `metric`} over the folds whose summaries have the metric."""
     return {fold: mean_and_std(list(values.values()))[0]
             for fold, values in _organ_values_per_fold(folds, metric).items() if values}

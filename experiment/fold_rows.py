@@ -6,17 +6,21 @@ A row is a run-name prefix (its folds are `<prefix>_fold<k>`) or several prefixe
 wrote, checked to come from one model trained with one config (experiment/provenance.py), and
 only from folds that every joined prefix has evaluated: a fold whose other organ group is still
 training would otherwise enter a table with half of its organs. The folds left out are named in
-notes, which the scripts print.
+notes, which the scripts print. A row read at several support sizes (test.py's
+`n_support_slices`) keeps the folds evaluated at every size, so that sizes are compared on the
+same folds.
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from evaluation.reports import SUMMARY_NAME
-from experiment.layout import PROTOCOL_SUPPORT_SLICES, fold_runs, row_name
+from experiment.layout import PROTOCOL_SUPPORT_SLICES, SUPPORT_SIZE_SUFFIX, fold_runs, row_name
 from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row
 from utils.io import read_json
+
+DEFAULT_SUPPORT_SIZES = (1, 2, 4, 8)  # the protocol's single slice, then doublings (docs/PROTOCOL.md)
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,32 @@ def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
             if summary_path.is_file():
                 found.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))
     if not found:
-        raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/evaluation_fold<k>/{SUMMARY_NAME})")
+        folder = "evaluation_fold<k>" + ("" if n_support_slices == PROTOCOL_SUPPORT_SLICES
+                                         else f"{SUPPORT_SIZE_SUFFIX}{n_support_slices}")
+        raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/{folder}/{SUMMARY_NAME})")
     try:
         check_fold_row(row, found)
     except ProvenanceError as error:
         raise SystemExit(str(error)) from error
     return _complete_folds(row, found)
+
+
+def support_size_evaluations(row: str, support_sizes: Sequence[int],
+                             folds: Collection[int] | None = None) -> dict[int, RowEvaluations]:
+    """{N: the row's evaluations with N support slices} for each N of `support_sizes`, all on the
+    folds evaluated at every N (of `folds` only when given); every N's notes name each fold left out."""
+    per_size = {size: row_evaluations(row, size, folds) for size in support_sizes}
+    fold_sets = {size: {evaluation.fold for evaluation in read.evaluations} for size, read in per_size.items()}
+    shared = set.intersection(*fold_sets.values())
+    if not shared:
+        raise SystemExit(f"{row}: no fold is evaluated with every support size {list(support_sizes)} "
+                         f"(folds per size: {', '.join(f'N={size}: {sorted(found)}' for size, found in fold_sets.items())})")
+    notes = [f"{row_name(row)}: fold {fold} left out of the support sizes, not evaluated with N = "
+             f"{', '.join(str(size) for size, found in fold_sets.items() if fold not in found)}"
+             for fold in sorted(set.union(*fold_sets.values()) - shared)]
+    return {size: RowEvaluations([evaluation for evaluation in read.evaluations if evaluation.fold in shared],
+                                 read.notes + notes)
+            for size, read in per_size.items()}
 
 
 def _complete_folds(row: str, evaluations: list[FoldEvaluation]) -> RowEvaluations:

@@ -3,10 +3,13 @@
     python scripts/make_figures.py curves runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out curves.png
     python scripts/make_figures.py dice runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --out dice.png \
         --labels PSMnet SSL-ALPNet
+    python scripts/make_figures.py support runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_universeg --out n.png
     python scripts/make_figures.py overlays runs/CHAOST2_setting1_psmnet_fold0 --organ liver --scan 2 \
         --slices 10 14 18 --out overlays.png
 
 - curves: validation Dice against the training step, mean ± std over folds, one line per row;
+- support: Dice (organs' mean) against the support size N (test.py's `n_support_slices`; default
+  N = 1, 2, 4, 8, `--support-sizes` others), mean ± std over the folds evaluated at every N;
 - dice: per organ, the distribution of Dice over every query scan of every fold, one box per row;
 - overlays: for chosen slices of one organ in one query scan of a run: support slice with its
   mask, query slice, prediction, ground truth. The run's model is rebuilt from its checkpoint and
@@ -14,7 +17,7 @@
   of the scan inside the organ's z-range (default: the middle slice of each part).
 
 Rows are run-name prefixes as in scripts/summarize_folds.py (`+` joins Setting-2 organ groups);
-`--folds` restricts curves and dice to those folds (e.g. those every row has finished).
+`--folds` restricts curves, dice and support to those folds (e.g. those every row has finished).
 """
 from __future__ import annotations
 
@@ -29,11 +32,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.episodes import TestEpisode  # noqa: E402  (after the path set-up)
-from evaluation.figures import OverlayRow, plot_dice_distributions, plot_learning_curves, plot_overlays  # noqa: E402
+from evaluation.figures import (OverlayRow, plot_dice_distributions, plot_learning_curves, plot_overlays,  # noqa: E402
+                                plot_support_sizes)
+from evaluation.reports import HEADLINE_METRIC, organs_mean_per_fold  # noqa: E402
 from evaluation.prediction import predict_episode  # noqa: E402
 from experiment.assembly import fold_data, load_trained_model, test_episodes  # noqa: E402
 from experiment.curves import fold_curves  # noqa: E402
-from experiment.fold_rows import row_evaluations  # noqa: E402
+from experiment.fold_rows import DEFAULT_SUPPORT_SIZES, row_evaluations, support_size_evaluations  # noqa: E402
 from experiment.layout import RunLayout, row_name  # noqa: E402
 
 FIRST_SHOT = 0  # overlays show the first support scan of a k-shot episode
@@ -72,6 +77,20 @@ def dice_distributions(rows: list[str], out: Path, labels: list[str] | None = No
                 per_organ.setdefault(organ, []).extend(scan["dice"] for scan in scores["scans"].values())
         dice[name] = per_organ
     return plot_dice_distributions(dice, sorted(organ_labels, key=organ_labels.get), out)
+
+
+def support_sizes(rows: list[str], out: Path, labels: list[str] | None = None, folds: list[int] | None = None,
+                  sizes: tuple[int, ...] = DEFAULT_SUPPORT_SIZES) -> Path:
+    """The organs' mean Dice of every fold at every N, read as scripts/summarize_support_sizes.py
+    tabulates them (experiment/fold_rows.py: every N on the same folds)."""
+    dice: dict[str, dict[int, list[float]]] = {}
+    for name, row in zip(method_names(rows, labels), rows):
+        per_size = support_size_evaluations(row, sorted(set(sizes)), folds)
+        for note in dict.fromkeys(note for read in per_size.values() for note in read.notes):
+            logging.warning("%s", note)
+        dice[name] = {size: list(organs_mean_per_fold(read.organs_per_fold(), HEADLINE_METRIC).values())
+                      for size, read in per_size.items()}
+    return plot_support_sizes(dice, out)
 
 
 def overlay_rows(episode: TestEpisode, prediction: torch.Tensor, slices: list[int] | None) -> list[OverlayRow]:
@@ -120,12 +139,16 @@ def overlays(run_dir: Path, organ: str, scan_id: int | None, slices: list[int] |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     figures = parser.add_subparsers(dest="figure", required=True)
-    for name, help_text in (("curves", "validation Dice learning curves"), ("dice", "per-organ Dice distributions")):
+    for name, help_text in (("curves", "validation Dice learning curves"), ("dice", "per-organ Dice distributions"),
+                            ("support", "Dice against the support size N")):
         figure = figures.add_parser(name, help=help_text)
         figure.add_argument("rows", nargs="+", help="run-name prefixes, one per method ('+' joins organ groups)")
         figure.add_argument("--out", type=Path, required=True, help="PNG file to write")
         figure.add_argument("--labels", nargs="+", help="the methods' names in the legend, one per row (default: the rows)")
         figure.add_argument("--folds", type=int, nargs="+", help="only these folds (default: all there are)")
+        if name == "support":
+            figure.add_argument("--support-sizes", type=int, nargs="+", default=list(DEFAULT_SUPPORT_SIZES),
+                                help="the N of the evaluations (default: %(default)s)")
     overlay = figures.add_parser("overlays", help="support / query / prediction / truth of chosen slices")
     overlay.add_argument("run", type=Path, help="a run folder (with checkpoints/last.pth)")
     overlay.add_argument("--organ", required=True, help="organ name, e.g. liver")
@@ -141,6 +164,8 @@ def main() -> None:
         written = learning_curves(args.rows, args.out, args.labels, args.folds)
     elif args.figure == "dice":
         written = dice_distributions(args.rows, args.out, args.labels, args.folds)
+    elif args.figure == "support":
+        written = support_sizes(args.rows, args.out, args.labels, args.folds, tuple(args.support_sizes))
     else:
         written = overlays(args.run, args.organ, args.scan, args.slices, args.out, args.checkpoint, args.data_root,
                            args.derived_root)

@@ -61,6 +61,7 @@ def test_the_legend_lies_beside_the_plot_and_covers_no_box(monkeypatch, tmp_path
     figures.plot_dice_distributions(dice, ["liver", "spleen"], tmp_path / "dice.png")
     curves = {"a long method name": {0: {200: 0.5, 400: 0.99}}, "b": {0: {200: 0.1, 400: 0.2}, 1: {200: 0.3}}}
     figures.plot_learning_curves(curves, tmp_path / "curves.png")
+    figures.plot_support_sizes({"a long method name": {1: [0.5], 8: [0.6]}}, tmp_path / "support.png")
     for figure in drawn:
         figure.canvas.draw()
         legend, = figure.legends
@@ -68,7 +69,7 @@ def test_the_legend_lies_beside_the_plot_and_covers_no_box(monkeypatch, tmp_path
         legend_box, axes_box = legend.get_window_extent(renderer), figure.axes[0].get_window_extent(renderer)
         assert legend_box.x0 >= axes_box.x1 and legend_box.x1 <= figure.bbox.x1
         assert [text.get_text() for text in legend.get_texts()][0].startswith("a long method name")
-    curve_labels = [text.get_text() for text in drawn[-1].legends[0].get_texts()]
+    curve_labels = [text.get_text() for text in drawn[1].legends[0].get_texts()]
     assert curve_labels == ["a long method name (1 fold)", "b (2 folds)"]
 
 
@@ -82,3 +83,19 @@ def test_overlay_grid_has_one_row_per_chosen_slice(runs, tmp_path):
         overlays(run, "liver", first_query, [10_000], tmp_path / "none.png")
     with pytest.raises(SystemExit, match="not a query scan"):
         overlays(run, "liver", 10_000, None, tmp_path / "none.png")
+
+
+def test_support_size_figure_draws_fold_means_and_spread_on_a_log2_axis(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
+    figures.plot_support_sizes({"PSMnet": {1: [0.4, 0.6], 2: [0.5, 0.5], 8: [0.9, 0.7]}}, tmp_path / "support.png")
+    axes = drawn[0].axes[0]
+    line, = axes.get_lines()
+    assert line.get_xdata().tolist() == [1, 2, 8]
+    assert line.get_ydata() == pytest.approx([50.0, 50.0, 80.0])
+    band, = axes.collections  # mean ± std: 40-60, 50-50, 70-90
+    vertices = band.get_paths()[0].vertices
+    assert vertices[:, 1].min() == pytest.approx(40.0) and vertices[:, 1].max() == pytest.approx(90.0)
+    assert axes.get_xscale() == "log"
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == ["1", "2", "8"]
+    assert drawn[0].legends[0].get_texts()[0].get_text() == "PSMnet (2 folds)"

@@ -1,4 +1,5 @@
-"""scripts/summarize_folds.py, summarize_curves.py and compare_evaluations.py on hand-written runs."""
+"""scripts/summarize_folds.py, summarize_support_sizes.py, summarize_curves.py and compare_evaluations.py
+on hand-written runs."""
 import sys
 from pathlib import Path
 
@@ -8,7 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from compare_evaluations import comparison_table  # noqa: E402
 from summarize_curves import curve_tables  # noqa: E402
+import make_figures  # noqa: E402
 from summarize_folds import summary_tables  # noqa: E402
+from summarize_support_sizes import support_size_tables  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from utils.io import read_json, write_json  # noqa: E402
 
@@ -234,3 +237,46 @@ def test_folds_option_restricts_fold_tables_and_curves_to_those_folds(tmp_path):
     assert table[3].splitlines()[0] == "| method | fold 0 | fold 1 |"
     dice_table = curve_tables([str(tmp_path / "X_psmnet")], folds=[1, 2]).split("Training loss")[0]
     assert "| X_psmnet | 2 | 65.00 ± 25.00 |" in dice_table
+
+
+def write_support_sizes(run_prefix: Path, dice: dict[int, dict[int, dict[str, float]]]) -> None:
+    """dice: {fold: {N: {organ: Dice}}}, each written as test.py's evaluation with N support slices."""
+    for fold, per_size in dice.items():
+        for size, organ_dice in per_size.items():
+            write_summary(Path(f"{run_prefix}_fold{fold}"), fold, organ_dice,
+                          folder_suffix="" if size == 1 else f"_support{size}")
+
+
+def test_support_size_table_compares_every_n_on_the_folds_evaluated_at_all_of_them(tmp_path):
+    write_support_sizes(tmp_path / "X_psmnet", {
+        0: {1: {"liver": 0.4, "spleen": 0.2}, 2: {"liver": 0.5, "spleen": 0.3}, 8: {"liver": 0.8, "spleen": 0.4}},
+        1: {1: {"liver": 0.6, "spleen": 0.6}, 2: {"liver": 0.6, "spleen": 0.6}, 8: {"liver": 0.7, "spleen": 0.7}},
+        2: {1: {"liver": 0.9, "spleen": 0.9}, 2: {"liver": 0.9, "spleen": 0.9}}})  # fold 2 not evaluated with N = 8
+    sections = support_size_tables([str(tmp_path / "X_psmnet")], (1, 2, 8)).split("\n\n")
+    # folds 0 and 1: organs' means 30 / 60 (N = 1), 40 / 60 (N = 2), 60 / 70 (N = 8); gains 30 and 10
+    assert sections[1].splitlines() == [
+        "| method | folds | N = 1 | N = 2 | N = 8 | N = 8 minus N = 1 |", "|---|---|---|---|---|---|",
+        "| X_psmnet | 2 | 45.00 ± 15.00 | 50.00 ± 10.00 | 65.00 ± 5.00 | 20.00 ± 10.00 |"]
+    assert sections[3].splitlines()[2:] == [
+        "| X_psmnet, N = 1 | 2 | 50.00 ± 10.00 | 40.00 ± 20.00 | 45.00 ± 15.00 |",
+        "| X_psmnet, N = 2 | 2 | 55.00 ± 5.00 | 45.00 ± 15.00 | 50.00 ± 10.00 |",
+        "| X_psmnet, N = 8 | 2 | 75.00 ± 5.00 | 55.00 ± 15.00 | 65.00 ± 5.00 |"]
+    assert sections[4:] == ["X_psmnet: fold 2 left out of the support sizes, not evaluated with N = 8"]
+
+
+def test_support_sizes_without_a_shared_fold_or_evaluation_are_clear_errors(tmp_path):
+    write_support_sizes(tmp_path / "X_psmnet", {0: {1: {"liver": 0.4}}, 1: {4: {"liver": 0.5}}})
+    with pytest.raises(SystemExit, match=r"no fold is evaluated with every support size \[1, 4\] "
+                                         r"\(folds per size: N=1: \[0\], N=4: \[1\]\)"):
+        support_size_tables([str(tmp_path / "X_psmnet")], (1, 4))
+    with pytest.raises(SystemExit, match="expected <prefix>_fold<k>/evaluation_fold<k>_support8/summary.json"):
+        support_size_tables([str(tmp_path / "X_psmnet")], (1, 8))
+
+
+def test_support_size_figure_plots_the_tabulated_fold_means(tmp_path, monkeypatch):
+    write_support_sizes(tmp_path / "X_psmnet", {0: {1: {"liver": 0.4, "spleen": 0.2}, 4: {"liver": 0.5, "spleen": 0.5}},
+                                                1: {1: {"liver": 0.6, "spleen": 0.6}, 4: {"liver": 0.9, "spleen": 0.7}}})
+    plotted = {}
+    monkeypatch.setattr(make_figures, "plot_support_sizes", lambda dice, out: plotted.update(dice) or out)
+    make_figures.support_sizes([str(tmp_path / "X_psmnet")], tmp_path / "n.png", labels=["PSMnet"], sizes=(4, 1))
+    assert plotted == {"PSMnet": {1: [pytest.approx(0.3), pytest.approx(0.6)], 4: [pytest.approx(0.5), pytest.approx(0.8)]}}
