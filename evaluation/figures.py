@@ -56,17 +56,27 @@ def _legend_beside(figure) -> None:
     figure.legend(loc="outside right upper", fontsize="small")
 
 
+def _fold_count(n_folds: int) -> str:
+    return f"{n_folds} fold" + ("" if n_folds == 1 else "s")
+
+
+def _mean_line_and_band(axes, positions: Sequence[float], values: Sequence[Sequence[float]], label: str,
+                        markersize: float | None = None) -> None:
+    """At each position, the mean of its values (fractions, drawn in %) as a line and ± one std as a band."""
+    statistics = [mean_and_std(list(at_position)) for at_position in values]
+    mean = PERCENT * np.array([value for value, _ in statistics])
+    std = PERCENT * np.array([spread for _, spread in statistics])
+    line, = axes.plot(positions, mean, marker="o", markersize=markersize, label=label)
+    axes.fill_between(positions, mean - std, mean + std, color=line.get_color(), alpha=BAND_OPACITY, linewidth=0)
+
+
 def plot_learning_curves(curves: Mapping[str, Mapping[int, Curve]], path: Path) -> Path:
     """curves: {method: {fold: {validation step: organs' mean Dice}}} -> PNG at `path`."""
     figure, axes = plt.subplots(figsize=CURVES_SIZE, layout="constrained")
     for method, folds in curves.items():
         steps = sorted({step for curve in folds.values() for step in curve})
-        statistics = [mean_and_std([curve[step] for curve in folds.values() if step in curve]) for step in steps]
-        mean = PERCENT * np.array([value for value, _ in statistics])
-        std = PERCENT * np.array([spread for _, spread in statistics])
-        fold_count = f"{len(folds)} fold" + ("" if len(folds) == 1 else "s")
-        line, = axes.plot(steps, mean, marker="o", markersize=3, label=f"{method} ({fold_count})")
-        axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=BAND_OPACITY, linewidth=0)
+        _mean_line_and_band(axes, steps, [[curve[step] for curve in folds.values() if step in curve] for step in steps],
+                            f"{method} ({_fold_count(len(folds))})", markersize=3)
     axes.set_xlabel("training step")
     axes.set_ylabel("validation Dice (%), mean ± std over folds")
     axes.grid(alpha=0.3)
@@ -79,12 +89,8 @@ def plot_support_sizes(dice: Mapping[str, Mapping[int, Sequence[float]]], path: 
     figure, axes = plt.subplots(figsize=CURVES_SIZE, layout="constrained")
     for method, per_size in dice.items():
         sizes = sorted(per_size)
-        statistics = [mean_and_std(list(per_size[size])) for size in sizes]
-        mean = PERCENT * np.array([value for value, _ in statistics])
-        std = PERCENT * np.array([spread for _, spread in statistics])
-        n_folds = len(per_size[sizes[0]])
-        line, = axes.plot(sizes, mean, marker="o", label=f"{method} ({n_folds} fold{'' if n_folds == 1 else 's'})")
-        axes.fill_between(sizes, mean - std, mean + std, color=line.get_color(), alpha=BAND_OPACITY, linewidth=0)
+        _mean_line_and_band(axes, sizes, [list(per_size[size]) for size in sizes],
+                            f"{method} ({_fold_count(len(per_size[sizes[0]]))})")
     all_sizes = sorted({size for per_size in dice.values() for size in per_size})
     axes.set_xscale("log", base=2)
     axes.set_xticks(all_sizes, [str(size) for size in all_sizes])
