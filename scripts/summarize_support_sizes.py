@@ -6,9 +6,10 @@
 
 Rows are run-name prefixes as in scripts/summarize_folds.py ('+' joins Setting-2 organ groups).
 A row's sizes are compared on the same folds: those evaluated with every N asked for (a note names
-each fold left out). Per metric, two tables: the organs' mean against N, mean ± std over folds,
-with the gain from the smallest to the largest N (mean ± std of each fold's difference); then every
-organ at every N (rows "<method>, N = <k>"), as summarize_folds prints them.
+each fold left out). Per metric, three tables: the organs' mean against N, mean ± std over folds,
+with the gain from the smallest to the largest N (mean ± std of each fold's difference); every
+organ at every N (rows "<method>, N = <k>"), and the organs' mean of every fold at every N, as
+summarize_folds prints them.
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
-from evaluation.reports import HEADLINE_METRIC, fold_table, support_size_table  # noqa: E402
+from evaluation.reports import HEADLINE_METRIC, fold_means_table, fold_table, support_size_table  # noqa: E402
 from experiment.fold_rows import DEFAULT_SUPPORT_SIZES, support_size_evaluations  # noqa: E402
 from experiment.layout import row_name  # noqa: E402
 
 
 def support_size_tables(rows: list[str], support_sizes: tuple[int, ...] = DEFAULT_SUPPORT_SIZES,
                         metrics: tuple[str, ...] = (HEADLINE_METRIC,), folds: list[int] | None = None) -> str:
-    """Per metric: the organs' mean against N, then every organ at every N; then the notes."""
+    """Per metric: the organs' mean against N, every organ at every N, every fold at every N; then the notes."""
     sizes = tuple(sorted(set(support_sizes)))
     rows_read = {row_name(row): support_size_evaluations(row, sizes, folds) for row in rows}
     organs = {name: {size: read.organs_per_fold() for size, read in per_size.items()}
@@ -40,7 +41,9 @@ def support_size_tables(rows: list[str], support_sizes: tuple[int, ...] = DEFAUL
         sections += [f"{metric} ({unit}), organs' mean against the support size N, mean ± std over folds",
                      support_size_table(organs, metric),
                      f"{metric} ({unit}) per organ and support size, mean ± std over folds",
-                     fold_table(per_organ_rows, metric)]
+                     fold_table(per_organ_rows, metric),
+                     f"{metric} ({unit}), organs' mean per fold and support size",
+                     fold_means_table(per_organ_rows, metric)]
     notes = dict.fromkeys(note for per_size in rows_read.values() for read in per_size.values() for note in read.notes)
     return "\n\n".join(sections + list(notes))
 

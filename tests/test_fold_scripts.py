@@ -261,7 +261,9 @@ def test_support_size_table_compares_every_n_on_the_folds_evaluated_at_all_of_th
         "| X_psmnet, N = 1 | 2 | 50.00 ± 10.00 | 40.00 ± 20.00 | 45.00 ± 15.00 |",
         "| X_psmnet, N = 2 | 2 | 55.00 ± 5.00 | 45.00 ± 15.00 | 50.00 ± 10.00 |",
         "| X_psmnet, N = 8 | 2 | 75.00 ± 5.00 | 55.00 ± 15.00 | 65.00 ± 5.00 |"]
-    assert sections[4:] == ["X_psmnet: fold 2 left out of the support sizes, not evaluated with N = 8"]
+    assert sections[5].splitlines() == ["| method | fold 0 | fold 1 |", "|---|---|---|", "| X_psmnet, N = 1 | 30.00 | 60.00 |",
+                                        "| X_psmnet, N = 2 | 40.00 | 60.00 |", "| X_psmnet, N = 8 | 60.00 | 70.00 |"]
+    assert sections[6:] == ["X_psmnet: fold 2 left out of the support sizes, not evaluated with N = 8"]
 
 
 def test_support_sizes_without_a_shared_fold_or_evaluation_are_clear_errors(tmp_path):
