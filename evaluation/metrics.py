@@ -37,10 +37,11 @@ UNIT_SCALES = {FRACTION: 100.0, MILLIMETRES: 1.0}
 
 @dataclass(frozen=True)
 class Metric:
-    """A score of one prediction against its truth, and the unit tables print it in."""
+    """A score of one prediction against its truth, the unit tables print it in, and which way is better."""
 
     compute: Callable[[np.ndarray, np.ndarray, Spacing], float]
     unit: str
+    higher_is_better: bool = True  # overlaps; distances are better when lower
 
     def __post_init__(self) -> None:
         if self.unit not in UNIT_SCALES:
@@ -71,8 +72,8 @@ METRICS: dict[str, Metric] = {
     "dice": Metric(dice, FRACTION),
     "precision": Metric(precision, FRACTION),
     "recall": Metric(recall, FRACTION),
-    "hd95": Metric(hausdorff_distance_95, MILLIMETRES),
-    "assd": Metric(average_symmetric_surface_distance, MILLIMETRES),
+    "hd95": Metric(hausdorff_distance_95, MILLIMETRES, higher_is_better=False),
+    "assd": Metric(average_symmetric_surface_distance, MILLIMETRES, higher_is_better=False),
 }
 METRIC_NAMES = tuple(METRICS)
 

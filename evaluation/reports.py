@@ -18,7 +18,8 @@ fold the mean over that fold's query scans, then mean ± std over the folds, org
 label order and the organs' mean per fold in the last column, as the papers lay them out; a second
 table lists each fold's organs' mean, so a reversal between folds is not hidden by the mean.
 Support-size tables (scripts/summarize_support_sizes.py) set the organs' mean against the number
-of support slices N that test.py was given.
+of support slices N that test.py was given; paired tables (scripts/compare_rows.py) subtract one
+method's organs' mean from another's fold by fold.
 """
 from __future__ import annotations
 
@@ -183,6 +184,33 @@ def support_size_table(rows: Mapping[str, Mapping[int, Mapping[int, Mapping[str,
         gain = format_mean_and_std(gains, metric) if gains else "-"
         n_folds = len({fold for folds in per_size.values() for fold in folds})
         lines.append(f"| {name} | {n_folds} | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines)
+
+
+def paired_difference_table(pairs: Mapping[tuple[str, str], tuple[Mapping[int, Mapping[str, Mapping]],
+                                                                  Mapping[int, Mapping[str, Mapping]]]],
+                            metric: str) -> str:
+    """Markdown table of the organs' mean of `metric`, first method minus second, fold by fold.
+
+    pairs: {(name A, name B): ({fold: A's summary["organs"]}, {fold: B's})}. Only the folds both
+    methods have are compared (the fold-to-fold spread common to both then cancels); the columns
+    are each fold's difference, their mean ± std, and on how many folds A is better (higher, or
+    lower for a distance).
+    """
+    differences = {}
+    for names, (folds_a, folds_b) in pairs.items():
+        means_a, means_b = organs_mean_per_fold(folds_a, metric), organs_mean_per_fold(folds_b, metric)
+        differences[names] = {fold: means_a[fold] - means_b[fold] for fold in sorted(means_a) if fold in means_b}
+    fold_columns = sorted({fold for per_fold in differences.values() for fold in per_fold})
+    lines = ["| A minus B | " + " | ".join(f"fold {fold}" for fold in fold_columns) + " | mean ± std | folds A better |",
+             "|---|" + "---|" * (len(fold_columns) + 2)]
+    better = (lambda difference: difference > 0) if METRICS[metric].higher_is_better else (lambda difference: difference < 0)
+    for (name_a, name_b), per_fold in differences.items():
+        cells = [format_value(per_fold[fold], metric) if fold in per_fold else "-" for fold in fold_columns]
+        wins = [fold for fold, difference in per_fold.items() if better(difference)]
+        summary = format_mean_and_std(list(per_fold.values()), metric) if per_fold else "-"
+        lines.append(f"| {name_a} minus {name_b} | " + " | ".join(cells)
+                     + f" | {summary} | {len(wins)} of {len(per_fold)} |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
-"""scripts/summarize_folds.py, summarize_support_sizes.py, summarize_curves.py and compare_evaluations.py
-on hand-written runs."""
+"""scripts/summarize_folds.py, summarize_support_sizes.py, summarize_curves.py, compare_rows.py and
+compare_evaluations.py on hand-written runs."""
 import sys
 from pathlib import Path
 
@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from compare_evaluations import comparison_table  # noqa: E402
+from compare_rows import comparison_tables  # noqa: E402
 from summarize_curves import curve_tables  # noqa: E402
 import make_figures  # noqa: E402
 from summarize_folds import summary_tables  # noqa: E402
@@ -282,3 +283,23 @@ def test_support_size_figure_plots_the_tabulated_fold_means(tmp_path, monkeypatc
     monkeypatch.setattr(make_figures, "plot_support_sizes", lambda dice, out: plotted.update(dice) or out)
     make_figures.support_sizes([str(tmp_path / "X_psmnet")], tmp_path / "n.png", labels=["PSMnet"], sizes=(4, 1))
     assert plotted == {"PSMnet": {1: [pytest.approx(0.3), pytest.approx(0.6)], 4: [pytest.approx(0.5), pytest.approx(0.8)]}}
+
+
+def test_paired_comparison_subtracts_fold_by_fold_and_counts_wins_in_each_metrics_direction(tmp_path):
+    for fold, (a_dice, b_dice, a_hd95, b_hd95) in enumerate([(0.6, 0.5, 10.0, 30.0), (0.4, 0.5, 40.0, 20.0),
+                                                              (0.9, 0.6, 15.0, 25.0)]):
+        write_summary(tmp_path / f"A_psmnet_fold{fold}", fold, {"liver": a_dice, "spleen": a_dice},
+                      organ_hd95={"liver": (a_hd95, 0), "spleen": (a_hd95, 0)})
+        write_summary(tmp_path / f"B_alpnet_fold{fold}", fold, {"liver": b_dice, "spleen": b_dice},
+                      organ_hd95={"liver": (b_hd95, 0), "spleen": (b_hd95, 0)})
+    write_summary(tmp_path / "A_psmnet_fold3", 3, {"liver": 0.0, "spleen": 0.0},
+                  organ_hd95={"liver": (99.0, 0), "spleen": (99.0, 0)})  # B has no fold 3: not compared
+    sections = comparison_tables([(str(tmp_path / "A_psmnet"), str(tmp_path / "B_alpnet"))], ("dice", "hd95")).split("\n\n")
+    assert sections[0] == "dice (%), organs' mean: A minus B per fold"
+    # Dice differences +10, -10, +30 points: mean 10, population std 16.33; A higher on folds 0 and 2
+    assert sections[1].splitlines() == [
+        "| A minus B | fold 0 | fold 1 | fold 2 | mean ± std | folds A better |", "|---|---|---|---|---|---|",
+        "| A_psmnet minus B_alpnet | 10.00 | -10.00 | 30.00 | 10.00 ± 16.33 | 2 of 3 |"]
+    # HD95 differences -20, +20, -10 mm: lower is better, so A is better on folds 0 and 2
+    assert sections[3].splitlines()[2] == "| A_psmnet minus B_alpnet | -20.00 | 20.00 | -10.00 | -3.33 ± 17.00 | 2 of 3 |"
+    assert sections[4] == "A_psmnet minus B_alpnet: fold(s) 3 left out, evaluated for one row only"
