@@ -159,6 +159,8 @@ def main() -> None:
     overlay.add_argument("--derived-root", help="overrides the derived_root stored in the checkpoint")
     overlay.add_argument("--out", type=Path, required=True, help="PNG file to write")
     args = parser.parse_args()
+    if args.figure == "support" and min(args.support_sizes) < 1:
+        parser.error(f"--support-sizes must be >= 1, got {args.support_sizes}")
     logging.basicConfig(level=logging.WARNING)
     if args.figure == "curves":
         written = learning_curves(args.rows, args.out, args.labels, args.folds)
