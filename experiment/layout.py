@@ -10,6 +10,7 @@
                                     predictions/ and overlays/ when asked for
         evaluation_fold<k>_<name>/  test.py on checkpoints/<name>.pth (e.g. _initial)
         evaluation_fold<k>[_<name>]_support<N>/  the same with n_support_slices = N > 1
+        extended_from.json          a run continued from another's last checkpoint (experiment/extension.py)
 
 An evaluation always lives in the run folder of the checkpoint it scored (`RunLayout.of_checkpoint`),
 so that one run's scores never land in another's.

@@ -31,6 +31,9 @@ BOOKKEEPING_KEYS = frozenset({
     "resume", "num_workers", "log_every", "checkpoint_every", "validate_every", "device", "eval_batch_size",
     "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root", "derived_root", "runs_root",
     "run_name", "allow_config_mismatch", "n_support_slices",
+    # names the run folder and its table row; training never reads it (a run extended to more steps
+    # resumes under a new label, scripts/extend_runs.py)
+    "model_label",
     # keys that only choose the default of another key, which every config records resolved and which
     # is compared itself (learning_rates -> lr; configs of earlier versions lack them)
     "learning_rates",

@@ -1,0 +1,84 @@
+"""Extending finished runs to more steps without touching them.
+
+A run trained for n steps is continued to m > n steps in a new run folder: its last checkpoint
+(weights, optimiser, schedule, step, random states) and its tensorboard curves are copied there,
+and train.py resumes the copy exactly (only `n_steps`, `model_label` and other bookkeeping keys
+may change on resume, experiment/provenance.py). The original run and its evaluations stay as they
+are, so a table can hold both budgets; `extended_from.json` in the new folder records which run
+(a sibling folder), step and checkpoint the copy started from.
+
+    <prefix>_fold<k>  ->  <prefix>_<suffix>_fold<k>   (e.g. ..._psmnet_fold2 -> ..._psmnet_steps6000_fold2)
+
+With run names from `model_label` (experiment/layout.py), the extended runs are the sweep row
+`... <model> model_label=<label>_<suffix> n_steps=<m>`.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiment.layout import FOLD_SUFFIX, RunLayout
+from utils.checkpoint import load_checkpoint
+from utils.io import file_sha256, read_json, write_json
+
+EXTENSION_RECORD_NAME = "extended_from.json"
+
+
+class ExtensionError(ValueError):
+    """A run cannot be extended as asked."""
+
+
+@dataclass(frozen=True)
+class Extension:
+    """One run continued in a new folder from its last checkpoint."""
+
+    source: RunLayout
+    target: RunLayout
+    step: int  # the step of the copied checkpoint, where the extended run resumes
+    model_label: str  # the `model_label` whose default run names are the target's (<source label>_<suffix>)
+    copied: bool  # False: the target had already been extended from this source (nothing was copied again)
+
+
+def extended_name(run_folder_name: str, suffix: str) -> str:
+    """`<prefix>_fold<k>` -> `<prefix>_<suffix>_fold<k>`."""
+    if not suffix or "/" in suffix:
+        raise ExtensionError(f"suffix {suffix!r}: give a non-empty name without '/', e.g. steps6000")
+    match = FOLD_SUFFIX.search(run_folder_name)
+    if match is None:
+        raise ExtensionError(f"{run_folder_name}: not a run folder named <prefix>_fold<k>")
+    return f"{run_folder_name[:match.start()]}_{suffix}{match.group(0)}"
+
+
+def extension_source(target: RunLayout) -> str | None:
+    """The run a folder was extended from, as its record names it; None without a record."""
+    record = target.folder / EXTENSION_RECORD_NAME
+    return read_json(record)["source_run"] if record.is_file() else None  # a sibling folder's name
+
+
+def extend_run(source: RunLayout, suffix: str) -> Extension:
+    """Copy `source`'s last checkpoint, initial weights and tensorboard curves to the run folder
+    `extended_name(source, suffix)` beside it, with a record of where they came from.
+
+    A target already extended from this source is left as it is (it may have trained on since), so
+    that extending a row again only adds its new folds; any other existing target is refused, as is
+    a source without a readable last checkpoint."""
+    target = RunLayout(source.folder.parent / extended_name(source.folder.name, suffix))
+    state = load_checkpoint(source.last_checkpoint)  # refuses a missing or corrupt checkpoint, naming it
+    trained = state["config"]
+    label = f"{trained.get('model_label') or trained['model']['name']}_{suffix}"
+    if target.folder.exists():
+        if extension_source(target) != source.folder.name:
+            raise ExtensionError(f"{target.folder} exists and was not extended from {source.folder}: it may hold "
+                                 f"another run; remove it or choose another suffix")
+        return Extension(source, target, state["step"], label, copied=False)
+    target.last_checkpoint.parent.mkdir(parents=True)
+    shutil.copy2(source.last_checkpoint, target.last_checkpoint)
+    if source.initial_checkpoint.is_file():
+        shutil.copy2(source.initial_checkpoint, target.initial_checkpoint)
+    if source.tensorboard.is_dir():
+        shutil.copytree(source.tensorboard, target.tensorboard)
+    write_json({"source_run": source.folder.name, "source_step": state["step"],
+                "source_checkpoint_sha256": file_sha256(source.last_checkpoint)},
+               target.folder / EXTENSION_RECORD_NAME)
+    return Extension(source, target, state["step"], label, copied=True)
