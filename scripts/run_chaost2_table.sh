@@ -6,6 +6,7 @@
 #   bash scripts/run_chaost2_table.sh                       # everything (100 trainings)
 #   bash scripts/run_chaost2_table.sh psmnet alpnet         # only these rows (both settings)
 #   FOLDS="2 3" bash scripts/run_chaost2_table.sh psmnet     # only these folds
+#   EXTEND_TO=6000 bash scripts/run_chaost2_table.sh psmnet  # then continue these rows to 6000 steps
 #
 # Rows: psmnet, alpnet, panet, psm_only, mcam_only, universeg in Settings 1 and 2; in Setting 1 also
 # psmnet_q2s (MCAM with query-to-support softmax attention, `mcam_query_to_support`) and
@@ -14,8 +15,10 @@
 # table goes on where it stopped. Each run's log goes to <run folder>/sweep.log; tables:
 # scripts/summarize_folds.py (commands in RESULTS.md). Environment: DATA_ROOT (default
 # ../shared/data), FOLDS (default "0 1 2 3 4"), JOBS (parallel runs, default 2), SWEEP_OPTIONS (e.g. --dry-run), STEPS
-# (training steps, default 3000: where the validation curves flatten, RESULTS.md), EXTRA (config
-# updates added to every run, e.g. EXTRA="runs_root=runs/other").
+# (training steps, default 3000, RESULTS.md), EXTRA (config updates added to every run, e.g.
+# EXTRA="seed=7"), EXTEND_TO (after the table, its rows' runs continued from their last checkpoints
+# to this many steps in new runs <prefix>_steps<N>_fold<k>, scripts/extend_runs.py: PSMnet's curve
+# still rises at 3000 steps, RESULTS.md#learning-curves; runs under runs/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUTF8=1 OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore::UserWarning
@@ -40,14 +43,29 @@ configs_of() {
 # Fold-major (scripts/run_sweep.py), so that a table stopped early has every row on the same folds:
 # in each fold, Setting 1 (PSMnet and SSL-ALPNet first, the comparison the table is for), then
 # Setting 2 (one model per organ group, 0: liver + spleen, 1: kidneys).
-table=()
+# The continued runs (EXTEND_TO): the same rows, named <row>_steps<N>, with n_steps=<N>.
+table=(); prefixes=(); extended=()
+add_row() {  # <settings and group> <run prefix> <row>
+    table+=(--row "$1 $(configs_of "$3")")
+    prefixes+=("runs/CHAOST2_$2_$3")
+    extended+=(--row "$1 $(configs_of "$3") model_label=$3_steps${EXTEND_TO:-} n_steps=${EXTEND_TO:-}")
+}
 for row in psmnet alpnet psm_only mcam_only psmnet_q2s panet psmnet_original_recipe universeg; do
-    wanted "$row" && table+=(--row "setting1 $(configs_of "$row")")
+    wanted "$row" && add_row setting1 setting1 "$row"
 done
 for row in psmnet alpnet psm_only mcam_only panet universeg; do
-    for group in 0 1; do wanted "$row" && table+=(--row "setting2 label_group=$group $(configs_of "$row")"); done
+    for group in 0 1; do wanted "$row" && add_row "setting2 label_group=$group" "setting2_group$group" "$row"; done
 done
-# shellcheck disable=SC2086  # $profile and $FOLDS are lists of arguments
-.venv/bin/python scripts/run_sweep.py --cpu-workers "${JOBS:-2}" --threads-per-worker 1 --folds ${FOLDS:-0 1 2 3 4} \
-    ${SWEEP_OPTIONS:-} "${table[@]}" \
-    -- with chaost2 $profile
+sweep() {
+    # shellcheck disable=SC2086  # $profile, $FOLDS and $SWEEP_OPTIONS are lists of arguments
+    .venv/bin/python scripts/run_sweep.py --cpu-workers "${JOBS:-2}" --threads-per-worker 1 --folds ${FOLDS:-0 1 2 3 4} \
+        ${SWEEP_OPTIONS:-} "$@" -- with chaost2 $profile
+}
+sweep "${table[@]}"
+if [[ -n "${EXTEND_TO:-}" ]]; then
+    if [[ " ${SWEEP_OPTIONS:-} " != *" --dry-run "* ]]; then  # a dry run copies nothing
+        # shellcheck disable=SC2086
+        .venv/bin/python scripts/extend_runs.py "${prefixes[@]}" --suffix "steps$EXTEND_TO" --folds ${FOLDS:-0 1 2 3 4}
+    fi
+    sweep "${extended[@]}"
+fi
