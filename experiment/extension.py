@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from experiment.layout import FOLD_SUFFIX, RunLayout
 from utils.checkpoint import load_checkpoint
