@@ -61,6 +61,10 @@ sweep() {
     .venv/bin/python scripts/run_sweep.py --cpu-workers "${JOBS:-2}" --threads-per-worker 1 --folds ${FOLDS:-0 1 2 3 4} \
         ${SWEEP_OPTIONS:-} "$@" -- with chaost2 $profile
 }
+if [[ -n "${EXTEND_TO:-}" && " ${EXTRA:-} " == *" runs_root="* ]]; then
+    echo "error: EXTEND_TO continues the runs under runs/; EXTRA sets another runs_root (${EXTRA})" >&2
+    exit 2
+fi
 sweep "${table[@]}"
 if [[ -n "${EXTEND_TO:-}" ]]; then
     if [[ " ${SWEEP_OPTIONS:-} " != *" --dry-run "* ]]; then  # a dry run copies nothing
