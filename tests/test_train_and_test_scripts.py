@@ -318,15 +318,23 @@ def test_fold_runner_trains_and_tests_a_fold_then_skips_it_when_run_again(demo_r
 
 def test_inspection_counts_prototypes_per_scheme_and_measures_mcam_updates(demo_root, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from inspect_runs import attention_update_norms, prototype_counts, trained_model_and_test_episodes
+    from inspect_runs import (MCAM_VARIANTS, attention_update_norms, mcam_variant_scores, prototype_counts,
+                              trained_model_and_test_episodes)
+    from evaluation.scoring import evaluate_episodes, mean_and_std
 
     config = tiny_config(demo_root, tmp_path, n_steps=1, validate_every=0)
     counts, update_norms = {}, {}
     for model in ("panet", "psmnet"):
         run("train", config, named_configs=("demo", "cpu", model))
-        trained, episodes = trained_model_and_test_episodes(tmp_path / f"DEMO_setting1_{model}_fold0", None, None)
+        trained, episodes, run_config = trained_model_and_test_episodes(tmp_path / f"DEMO_setting1_{model}_fold0",
+                                                                        None, None)
         counts[model] = prototype_counts(trained, episodes)
         update_norms[model] = attention_update_norms(trained, episodes)
+    # the MCAM variants: "as trained" scores exactly as the model itself (no hook changes it)
+    variant_scores = mcam_variant_scores(trained, episodes, run_config["eval_batch_size"])
+    plain = evaluate_episodes(trained, episodes, torch.device("cpu"), "fp32", run_config["eval_batch_size"], ("dice",))
+    assert tuple(variant_scores) == MCAM_VARIANTS
+    assert variant_scores["as trained"]["dice"] == mean_and_std(list(plain.organ_means("dice").values()))[0]
     assert set(counts["panet"]) == {"liver", "right_kidney", "left_kidney", "spleen"}
     for organ, (foreground, background, area) in counts["panet"].items():
         assert (foreground, background) == (1.0, 1.0), organ  # one masked average per class
@@ -344,3 +352,35 @@ def test_inspection_counts_prototypes_per_scheme_and_measures_mcam_updates(demo_
     assert len(update_norms["psmnet"]) == 3
     for features, update, spread in update_norms["psmnet"]:
         assert features > 0.0 and 0.0 <= spread <= update < 0.05 * features
+
+
+def test_mcam_variants_keep_centre_or_drop_every_levels_update():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from types import SimpleNamespace
+
+    from inspect_runs import mcam_updates
+    from models.cross_attention import MultiLevelCrossAttention
+
+    torch.manual_seed(0)
+    attention = MultiLevelCrossAttention(4)
+    for block in attention.levels:  # zero-initialised output projections would give no update at all
+        torch.nn.init.normal_(block.output_projection.weight)
+        torch.nn.init.normal_(block.output_projection.bias)
+    model = SimpleNamespace(cross_attention=attention)
+    query, guide, masks = torch.randn(2, 4, 3, 3), torch.randn(1, 1, 4, 3, 3), torch.ones(1, 1, 3, 3)
+    block = attention.levels[1]
+    trained = block(query, guide, masks)
+    update = trained - query  # (B, C, h, w)
+    assert update.mean(dim=(2, 3)).abs().max() > 0.1  # a shift shared by all positions, to be removed
+    with mcam_updates(model, "centred"):
+        centred = block(query, guide, masks)
+    torch.testing.assert_close(centred - query, update - update.mean(dim=(2, 3), keepdim=True))
+    assert (centred - query).mean(dim=(2, 3)).abs().max() < 1e-5
+    with mcam_updates(model, "dropped"):
+        assert torch.equal(block(query, guide, masks), query)
+    with mcam_updates(model, "as trained"):
+        assert torch.equal(block(query, guide, masks), trained)
+    assert torch.equal(block(query, guide, masks), trained)  # the hooks are gone after the block
+    with pytest.raises(ValueError, match="MCAM variant must be one of"):
+        with mcam_updates(model, "halved"):
+            pass
