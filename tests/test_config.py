@@ -29,7 +29,7 @@ def test_the_paper_configuration_trains_each_model_as_its_original_code(model, s
 @pytest.mark.parametrize("order", [("psmnet", "cpu"), ("cpu", "psmnet"), ("cpu", "alpnet"), ("alpnet", "cpu")])
 def test_the_cpu_profile_is_the_same_recipe_for_every_model_in_any_order(order):
     config = composed("demo", *order)
-    assert config["n_steps"] == 1200 and config["alignment_loss_weight"] == 1.0
+    assert config["n_steps"] == 3000 and config["alignment_loss_weight"] == 1.0
     assert config["loss_recipe"] == "with_alignment" and config["class_weights"] == [1.0, 1.0]
     assert config["model"]["pretrained"] is None and config["precision"] == "fp32"
 

@@ -182,7 +182,7 @@ def test_the_universeg_config_has_no_alignment_and_128_pixel_slices_in_any_order
     config = composed("chaost2", "setting1", *order)
     assert config["model"]["name"] == "universeg" and config["model"]["pretrained"] is None
     assert config["alignment_loss_weight"] == 0.0 and config["dice_loss_weight"] == 1.0
-    assert config["image_size"] == 128 and config["n_steps"] == 1200
+    assert config["image_size"] == 128 and config["n_steps"] == 3000
 
 
 def test_config_checks_refuse_an_alignment_weight_an_image_size_off_the_grid_and_no_support_slice():
