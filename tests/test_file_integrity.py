@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from sacred.observers import FileStorageObserver
 
+import train as train_script  # noqa: F401  (registers the "train" command)
+from config import ex
+from conftest import tiny_config
 from utils import io as file_io
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.io import DataError, OutputError, atomic_write, read_array, remove_stale_temporary_files, write_png
@@ -206,3 +210,17 @@ def test_no_space_reported_by_fsync_fails_the_save(tmp_path, monkeypatch):
         file_io.write_json({"dice": 0.8}, tmp_path / "summary.json")
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_sacreds_record_does_not_stop_training(demo_root, tmp_path, monkeypatch):
+    failed_calls = []
+
+    def no_space(self, **event):
+        failed_calls.append(event)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(FileStorageObserver, "heartbeat_event", no_space)
+    monkeypatch.setattr(FileStorageObserver, "completed_event", no_space)
+    config = tiny_config(demo_root, tmp_path, n_steps=4, run_name="full_disk")
+    ex.run("train", config_updates=config, named_configs=["demo", "cpu"], options={"--loglevel": "CRITICAL"})
+    assert len(failed_calls) >= 2  # the final heartbeat and the completion were refused
+    assert load_checkpoint(tmp_path / "full_disk" / "checkpoints" / "last.pth")["step"] == 4
