@@ -252,13 +252,14 @@ def universeg():
 def cpu():
     # A CPU-sized profile for training from scratch: ResNet-18 trunk, 128 px slices, no pretrained
     # weights, 3000 steps (15-30 min per run on one core). The budget is read from the CHAOST2
-    # table's validation curves (docs/RESULTS.md#learning-curves): every row's five-fold mean is flat
-    # by step 1200-2600 except Setting-1 PSMnet's, which still rises at 3000 (the table continues the
-    # core rows to 6000 steps with `n_steps=6000`). The profile departs from the protocol's
-    # optimisation in three values, measured (docs/RESULTS.md#demo, #chaost2): without pretrained
-    # weights and with ~1k steps, lr 1e-3 learns too slowly, a background weight of 0.05 makes the
-    # model mark most of the slice foreground, and without the alignment loss PSMnet under-segments;
-    # the same recipe for every model.
+    # table's validation curves (docs/RESULTS.md#learning-curves): the core rows' five-fold means are
+    # flat by step 1200-2600 except Setting-1 PSMnet's, which still rises at 3000; 6000 steps moved
+    # the PSMnet and PSM-only rows' test Dice by +0.4 to +5.2 points on average (RESULTS.md, "Five
+    # folds at 6000 steps"). The profile departs from the protocol's optimisation in three values,
+    # measured (docs/RESULTS.md#demo, #chaost2): without pretrained weights and with ~1k steps, lr
+    # 1e-3 learns too slowly, a background weight of 0.05 makes the model mark most of the slice
+    # foreground, and without the alignment loss PSMnet under-segments; the same recipe for every
+    # model.
     device = "cpu"
     image_size = 128
     model = dict(encoder="resnet18", pretrained=None)
@@ -277,8 +278,8 @@ def quick():
     # The demo's short schedule, after `cpu` (scripts/run_demo.sh: `demo cpu quick`): 450 steps with
     # a 25-step warm-up and the learning rate halved every 110 steps, so that the first run takes
     # minutes on a 2-core machine (docs/RESULTS.md#demo measures it against 1200 steps of the `cpu`
-    # profile), and a background weight of 0.75: at this budget the profile's 1 under-segments on some seeds
-    # (mean Dice over 3 seeds 64.3 with 1; 69.0 with 0.75, 68.2 with 0.5, RESULTS.md#demo).
+    # profile), and a background weight of 0.75: at this budget the profile's 1 under-segments on
+    # some seeds (mean Dice over 3 seeds 64.3 with 1; 69.0 with 0.75, 68.2 with 0.5, RESULTS.md#demo).
     n_steps = 450
     warmup_steps = 25
     lr_decay = 0.5
