@@ -109,9 +109,8 @@ def mcam_updates(model, variant: str):
         raise ValueError(f"MCAM variant must be one of {MCAM_VARIANTS}, got {variant!r}")
 
     def hook(block, inputs, output):
-        update = output - inputs[0]
         if variant == "centred":
-            return inputs[0] + update - update.mean(dim=(2, 3), keepdim=True)
+            return output - (output - inputs[0]).mean(dim=(2, 3), keepdim=True)
         return inputs[0] if variant == "dropped" else output
 
     handles = [block.register_forward_hook(hook) for block in model.cross_attention.levels]
