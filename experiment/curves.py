@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator, ScalarEvent
 
 from experiment.layout import fold_runs
 
@@ -38,12 +38,18 @@ def loss_tag(name: str) -> str:
     return f"{LOSS_PREFIX}{name}"
 
 
-def read_scalars(event_dir: Path) -> dict[str, Curve]:
-    """{tag: {step: value}} of one run's tensorboard events (the last value written per step)."""
+def read_scalar_events(event_dir: Path) -> dict[str, list[ScalarEvent]]:
+    """{tag: its events (wall time, step, value) in the order logged} of one run's tensorboard
+    events; a resumed run's points logged after its checkpoint before the interruption are dropped,
+    as tensorboard drops them."""
     accumulator = EventAccumulator(str(event_dir), size_guidance=KEEP_ALL_SCALARS)
     accumulator.Reload()
-    return {tag: {event.step: event.value for event in accumulator.Scalars(tag)}
-            for tag in accumulator.Tags()[SCALARS]}
+    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()[SCALARS]}
+
+
+def read_scalars(event_dir: Path) -> dict[str, Curve]:
+    """{tag: {step: value}} of one run's tensorboard events (the last value written per step)."""
+    return {tag: {event.step: event.value for event in events} for tag, events in read_scalar_events(event_dir).items()}
 
 
 def fold_curves(row: str, folds: Collection[int] | None = None) -> dict[int, tuple[Curve, Curve]]:
