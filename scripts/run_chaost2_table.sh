@@ -13,7 +13,8 @@
 # psmnet_original_recipe (PSMnet's own losses: cross-entropy only with class weights [0.05, 1]).
 # Finished folds are skipped and interrupted ones resume (scripts/run_sweep.py), so an interrupted
 # table goes on where it stopped. Each run's log goes to <run folder>/sweep.log; tables:
-# scripts/summarize_folds.py (commands in RESULTS.md). Environment: DATA_ROOT (default
+# scripts/summarize_folds.py (commands in RESULTS.md); scripts/record_runs.py keeps finished runs
+# without their weights in docs/records. Environment: DATA_ROOT (default
 # ../shared/data), FOLDS (default "0 1 2 3 4"), JOBS (parallel runs, default 2), SWEEP_OPTIONS (e.g. --dry-run), STEPS
 # (training steps, default 3000, RESULTS.md), EXTRA (config updates added to every run, e.g.
 # EXTRA="seed=7"), EXTEND_TO (after the table, its rows' runs continued from their last checkpoints
