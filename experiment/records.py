@@ -62,6 +62,11 @@ def recorded_files(run: RunLayout) -> list[Path]:
     return [path.relative_to(folder) for path in evaluations + sacred + extension]
 
 
+def is_evaluated(run: RunLayout) -> bool:
+    """Whether `run` has an evaluation (test.py's summary) to record."""
+    return any(run.folder.glob(f"{EVALUATION_PREFIX}*/{SUMMARY_NAME}"))
+
+
 def _write_scalars(source: Path, target: Path) -> None:
     """`source`'s tensorboard scalars, steps and wall times as logged, into a new event folder `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,10 +81,10 @@ def _write_scalars(source: Path, target: Path) -> None:
 def record_run(run: RunLayout, records_root: Path) -> Recorded:
     """Record `run` as `<records_root>/<its folder name>`, adding what the record lacks; a
     RecordError naming the file when the run has no evaluation or differs from what is recorded."""
-    files = recorded_files(run)
-    if not any(path.parts[0].startswith(EVALUATION_PREFIX) for path in files):
+    if not is_evaluated(run):
         raise RecordError(f"{run.folder}: no evaluation to record (expected {EVALUATION_PREFIX}<k>/{SUMMARY_NAME}; "
                           f"run test.py on it first)")
+    files = recorded_files(run)
     record = RunLayout(records_root / run.folder.name)
     new = []
     for path in files:

@@ -21,9 +21,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from evaluation.reports import SUMMARY_NAME  # noqa: E402  (after the path set-up)
-from experiment.layout import EVALUATION_PREFIX, fold_runs  # noqa: E402
-from experiment.records import RecordError, record_run  # noqa: E402
+from experiment.layout import fold_runs  # noqa: E402  (after the path set-up)
+from experiment.records import RecordError, is_evaluated, record_run  # noqa: E402
 
 DEFAULT_RECORDS_ROOT = REPO_ROOT / "docs" / "records"
 
@@ -40,7 +39,7 @@ def main() -> None:
         if not runs:
             raise SystemExit(f"{prefix}: no run folders <prefix>_fold<k>" + (f" of folds {args.folds}" if args.folds else ""))
         for fold, run in runs.items():
-            if not any(run.folder.glob(f"{EVALUATION_PREFIX}*/{SUMMARY_NAME}")):
+            if not is_evaluated(run):
                 print(f"{run.folder}: not evaluated yet, skipped")
                 continue
             try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
 import test as test_script  # noqa: F401  (registers the "test" command)
 import train as train_script  # noqa: F401  (registers the "train" command)
@@ -105,7 +106,6 @@ def test_a_record_whose_curves_differ_from_the_run_is_refused(evaluated_runs, tm
     record = record_run(RunLayout(evaluated_runs / RUN_NAME), other).record
     for path in record.tensorboard.iterdir():
         path.unlink()
-    from torch.utils.tensorboard import SummaryWriter
     with SummaryWriter(log_dir=str(record.tensorboard)) as writer:
         writer.add_scalar("loss/total", 9.0, 1)
     with pytest.raises(RecordError, match="scalars differ"):
