@@ -5,8 +5,9 @@ A row is a run-name prefix (its folds are `<prefix>_fold<k>`) or several prefixe
 (Setting 2 trains one model per organ group). Its evaluations are the summary.json files test.py
 wrote, checked to come from one model trained with one config (experiment/provenance.py), and
 only from folds that every joined prefix has evaluated: a fold whose other organ group is still
-training would otherwise enter a table with half of its organs. The folds left out are named in
-notes, which the scripts print. A row read at several support sizes (test.py's
+training would otherwise enter a table with half of its organs. The folds left out, and those
+whose training failed (a diverged model has no evaluation), are named in notes, which the scripts
+print. A row read at several support sizes (test.py's
 `n_support_slices`) keeps the folds evaluated at every size, so that sizes are compared on the
 same folds.
 """
@@ -43,7 +44,7 @@ def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
     """The evaluations (with `n_support_slices` support slices per scan and chunk) of one table
     row's complete folds, of `folds` only when given; a SystemExit naming the row when it has none
     or mixes configs."""
-    found = []
+    found, failed = [], []
     for prefix in row.split("+"):
         for fold, run in fold_runs(prefix).items():
             if folds is not None and fold not in folds:
@@ -51,15 +52,19 @@ def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
             summary_path = run.evaluation(fold, n_support_slices=n_support_slices) / SUMMARY_NAME
             if summary_path.is_file():
                 found.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))
+            elif run.training_failed():
+                failed.append(f"{row_name(row)}: fold {fold} left out, its training failed ({run.sacred})")
     if not found:
         folder = "evaluation_fold<k>" + ("" if n_support_slices == PROTOCOL_SUPPORT_SLICES
                                          else f"{SUPPORT_SIZE_SUFFIX}{n_support_slices}")
-        raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/{folder}/{SUMMARY_NAME})")
+        raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/{folder}/{SUMMARY_NAME})"
+                         + "".join(f"; {note}" for note in failed))
     try:
         check_fold_row(row, found)
     except ProvenanceError as error:
         raise SystemExit(str(error)) from error
-    return _complete_folds(row, found)
+    complete = _complete_folds(row, found)
+    return RowEvaluations(complete.evaluations, failed + complete.notes)
 
 
 def support_size_evaluations(row: str, support_sizes: Sequence[int],

@@ -21,6 +21,7 @@ tables and learning curves take as a row.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ EVALUATION_PREFIX = "evaluation_fold"
 SUPPORT_SIZE_SUFFIX = "_support"  # + N: evaluations with N support slices per scan and chunk
 PROTOCOL_SUPPORT_SLICES = 1  # the protocol's support: its evaluations carry no support-size suffix
 FOLD_SUFFIX = re.compile(r"_fold(\d+)$")
+FAILED_STATUS = "FAILED"  # the status in Sacred's run.json of a call that raised
 
 
 def run_name(config: dict) -> str:
@@ -79,6 +81,14 @@ class RunLayout:
     @property
     def sacred(self) -> Path:
         return self.folder / SACRED_FOLDER
+
+    def training_failed(self) -> bool:
+        """Whether the run's last Sacred call (train.py's or test.py's) failed, e.g. a diverged model."""
+        calls = [path for path in self.sacred.glob("*") if path.is_dir() and path.name.isdigit()]
+        if not calls:
+            return False
+        last = max(calls, key=lambda path: int(path.name)) / "run.json"
+        return last.is_file() and json.loads(last.read_text()).get("status") == FAILED_STATUS
 
     def evaluation(self, fold: int, checkpoint: Path | None = None,
                    n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> Path:

@@ -18,7 +18,10 @@ fold tables check (training config, checkpoint SHA-256, step) is inside each sum
 
 Recording a run again adds only what is new (another evaluation, a later Sacred call) and refuses
 to change anything already recorded, before writing anything, so that one run's record never
-overwrites another's. A run without an evaluation has nothing to record and is refused.
+overwrites another's. A run without an evaluation has nothing to record and is refused, unless its
+training failed (its last Sacred call's status FAILED, e.g. a diverged model) and that failure is
+asked for: then its Sacred calls (run.json holds the traceback) and its curves up to the failure
+are the result, and they are recorded.
 """
 from __future__ import annotations
 
@@ -78,12 +81,14 @@ def _write_scalars(source: Path, target: Path) -> None:
         shutil.copytree(scratch, target)
 
 
-def record_run(run: RunLayout, records_root: Path) -> Recorded:
+def record_run(run: RunLayout, records_root: Path, failed_training: bool = False) -> Recorded:
     """Record `run` as `<records_root>/<its folder name>`, adding what the record lacks; a
-    RecordError naming the file when the run has no evaluation or differs from what is recorded."""
-    if not is_evaluated(run):
+    RecordError naming the file when the run has no evaluation (and, with `failed_training`, did
+    not fail either) or differs from what is recorded."""
+    if not is_evaluated(run) and not (failed_training and run.training_failed()):
         raise RecordError(f"{run.folder}: no evaluation to record (expected {EVALUATION_PREFIX}<k>/{SUMMARY_NAME}; "
-                          f"run test.py on it first)")
+                          f"run test.py on it first" + ("" if failed_training else
+                                                         "; a failed training is recorded with --failed") + ")")
     files = recorded_files(run)
     record = RunLayout(records_root / run.folder.name)
     new = []

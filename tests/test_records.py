@@ -117,8 +117,48 @@ def test_a_run_without_evaluation_is_refused_and_the_script_skips_it(evaluated_r
     (unevaluated / "tensorboard").mkdir(parents=True)
     with pytest.raises(RecordError, match="no evaluation to record .*run test.py"):
         record_run(RunLayout(unevaluated), tmp_path / "records")
+    with pytest.raises(RecordError, match="no evaluation to record"):  # nor did its training fail
+        record_run(RunLayout(unevaluated), tmp_path / "records", failed_training=True)
     script = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/record_runs.py"),
                              str(tmp_path / "runs" / "DEMO_setting1_psmnet"), "--to", str(tmp_path / "records")],
                             capture_output=True, text=True, check=True)
     assert "not evaluated yet, skipped" in script.stdout
     assert not (tmp_path / "records").exists()
+
+
+def test_a_failed_training_is_recorded_with_its_traceback_and_curves_only_when_asked(demo_root, tmp_path, monkeypatch):
+    """A training whose loss turns NaN at step 3 (train.py stops, Sacred marks the call FAILED)."""
+    runs_root = tmp_path / "runs"
+    losses_of = train_script.episode_losses
+    steps = []
+
+    def diverging_at_step_3(*args, **kwargs):
+        output, losses = losses_of(*args, **kwargs)
+        steps.append(len(steps) + 1)
+        return output, ({name: loss * float("nan") for name, loss in losses.items()} if len(steps) == 3 else losses)
+
+    monkeypatch.setattr(train_script, "episode_losses", diverging_at_step_3)
+    with pytest.raises(train_script.TrainingDiverged, match="step 3: loss is nan"):
+        ex.run("train", config_updates=tiny_config(demo_root, runs_root), named_configs=["demo", "cpu"],
+               options={"--loglevel": "ERROR"})
+    run = RunLayout(runs_root / RUN_NAME)
+    assert run.training_failed()
+    with pytest.raises(RecordError, match="no evaluation to record .*--failed"):
+        record_run(run, tmp_path / "records")
+    script = [sys.executable, str(REPO_ROOT / "scripts/record_runs.py"), str(runs_root / "DEMO_setting1_psmnet"),
+              "--to", str(tmp_path / "records")]
+    skipped = subprocess.run(script, capture_output=True, text=True, check=True)
+    assert "not evaluated yet, skipped (its training failed: --failed records it)" in skipped.stdout
+    assert not (tmp_path / "records").exists()
+
+    subprocess.run(script + ["--failed"], capture_output=True, text=True, check=True)
+    record = RunLayout(tmp_path / "records" / RUN_NAME)
+    assert {name for name in files_under(record.folder) if not name.startswith("tensorboard/")} == {
+        "sacred/1/config.json", "sacred/1/run.json"}
+    run_json = read_json(record.sacred / "1" / "run.json")
+    assert run_json["status"] == "FAILED" and "TrainingDiverged" in "".join(run_json["fail_trace"])
+    logged = read_scalar_events(record.tensorboard)
+    assert [event.step for event in logged["loss/total"]] == [1, 2]  # the NaN step is not logged
+    assert logged == read_scalar_events(run.tensorboard)
+    with pytest.raises(SystemExit, match=r"no evaluated folds found.*fold 0 left out, its training failed"):
+        summary_tables([str(tmp_path / "records" / "DEMO_setting1_psmnet")], ("dice",))
