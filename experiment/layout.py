@@ -21,10 +21,11 @@ tables and learning curves take as a row.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from utils.io import read_json
 
 CHECKPOINT_FOLDER = "checkpoints"
 LAST_CHECKPOINT_NAME = "last.pth"
@@ -36,6 +37,7 @@ SUPPORT_SIZE_SUFFIX = "_support"  # + N: evaluations with N support slices per s
 PROTOCOL_SUPPORT_SLICES = 1  # the protocol's support: its evaluations carry no support-size suffix
 FOLD_SUFFIX = re.compile(r"_fold(\d+)$")
 FAILED_STATUS = "FAILED"  # the status in Sacred's run.json of a call that raised
+TRAIN_COMMAND = "train"  # Sacred's command name of train.py's calls
 
 
 def run_name(config: dict) -> str:
@@ -83,12 +85,11 @@ class RunLayout:
         return self.folder / SACRED_FOLDER
 
     def training_failed(self) -> bool:
-        """Whether the run's last Sacred call (train.py's or test.py's) failed, e.g. a diverged model."""
-        calls = [path for path in self.sacred.glob("*") if path.is_dir() and path.name.isdigit()]
-        if not calls:
-            return False
-        last = max(calls, key=lambda path: int(path.name)) / "run.json"
-        return last.is_file() and json.loads(last.read_text()).get("status") == FAILED_STATUS
+        """Whether the run's last train.py call failed (Sacred's status FAILED), e.g. a diverged model."""
+        calls = sorted((path for path in self.sacred.glob("*/run.json") if path.parent.name.isdigit()),
+                       key=lambda path: int(path.parent.name))
+        trainings = [record for record in map(read_json, calls) if record.get("command") == TRAIN_COMMAND]
+        return bool(trainings) and trainings[-1].get("status") == FAILED_STATUS
 
     def evaluation(self, fold: int, checkpoint: Path | None = None,
                    n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> Path:

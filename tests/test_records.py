@@ -162,3 +162,19 @@ def test_a_failed_training_is_recorded_with_its_traceback_and_curves_only_when_a
     assert logged == read_scalar_events(run.tensorboard)
     with pytest.raises(SystemExit, match=r"no evaluated folds found.*fold 0 left out, its training failed"):
         summary_tables([str(tmp_path / "records" / "DEMO_setting1_psmnet")], ("dice",))
+
+
+def test_training_failed_reads_the_last_train_call_not_a_later_failed_test(evaluated_runs, tmp_path):
+    run = RunLayout(evaluated_runs / RUN_NAME)
+    assert not run.training_failed()  # trained, then tested: both COMPLETED
+    calls = {path.parent.name: read_json(path) for path in run.sacred.glob("*/run.json")}
+    assert [calls[name]["command"] for name in sorted(calls)] == ["train", "test"]
+    copy = RunLayout(tmp_path / RUN_NAME)
+    for name, record in calls.items():
+        write_json(record, copy.sacred / name / "run.json")
+    write_json({**calls["2"], "status": "FAILED"}, copy.sacred / "3" / "run.json")  # a later test.py failed
+    assert not copy.training_failed()
+    write_json({**calls["1"], "status": "FAILED"}, copy.sacred / "9" / "run.json")  # a training resumed, failed
+    assert copy.training_failed()
+    write_json(calls["1"], copy.sacred / "10" / "run.json")  # resumed again and finished: 10 comes after 9
+    assert not copy.training_failed()
