@@ -19,7 +19,7 @@ fold tables check (training config, checkpoint SHA-256, step) is inside each sum
 Recording a run again adds only what is new (another evaluation, a later Sacred call) and refuses
 to change anything already recorded, before writing anything, so that one run's record never
 overwrites another's. A run without an evaluation has nothing to record and is refused, unless its
-training failed (its last Sacred call's status FAILED, e.g. a diverged model) and that failure is
+training failed (its last train.py call's status FAILED, e.g. a diverged model) and that failure is
 asked for: then its Sacred calls (run.json holds the traceback) and its curves up to the failure
 are the result, and they are recorded.
 """

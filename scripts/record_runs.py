@@ -11,9 +11,10 @@ Each argument is a row as scripts/summarize_folds.py takes it (a run-name prefix
 Setting-2 groups); each of its evaluated folds `<prefix>_fold<k>` is recorded as
 `<records root>/<prefix name>_fold<k>` (default root docs/records, where docs/RESULTS.md's runs
 are kept). Folds not evaluated yet are skipped with a note; with --failed, a fold whose training
-failed (a diverged model: Sacred's status FAILED, its traceback in run.json) is recorded without an
-evaluation, its curves up to the failure and its Sacred calls being the result. Recording again adds
-only what is new; a record that would change is refused, naming the file.
+failed (a diverged model: its last train.py call's status FAILED, the traceback in its run.json)
+is recorded without an evaluation, its curves up to the failure and its Sacred calls being the
+result. Recording again adds only what is new; a record that would change is refused, naming the
+file.
 """
 from __future__ import annotations
 
