@@ -92,6 +92,9 @@ def intensity_statistics(dataset_dir: str | os.PathLike, derived_dir: str | os.P
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}: no intensity record (voxel_count, intensity_mean, intensity_std) of scan "
                             f"{scan_id}; run {PSEUDOLABEL_SCRIPT} for this dataset") from None
+        if not all(math.isfinite(value) for value in (count, mean, std)):
+            raise DataError(f"{path}: the intensity record of scan {scan_id} is not finite (voxel_count {count}, "
+                            f"mean {mean}, std {std}); delete the file to have it computed again")
         moments.add_summary(int(count), mean, std**2 * count)
     return moments.mean, moments.std
 

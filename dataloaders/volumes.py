@@ -10,6 +10,7 @@ Every inconsistency in the files raises `utils.io.DataError` naming the file.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -35,6 +36,11 @@ PSEUDOLABEL_SCRIPT = "scripts/make_pseudolabels.py"
 SPACING_TOLERANCE_MM = 1e-3
 ORIGIN_TOLERANCE_MM = 1e-2
 DIRECTION_TOLERANCE = 1e-4
+# Largest absolute intensity a scan of each modality may hold. CT is stored in Hounsfield units
+# (about -1024 to 3071, up to 32767 in 16-bit files); MR scanners store 12- to 16-bit integers
+# (at most 65535). A voxel beyond 1e6 is a broken conversion or a flipped exponent bit, and one
+# such voxel dominates the scan's standard deviation, normalising every other voxel to about 0.
+MAX_ABSOLUTE_INTENSITY = {"MR": 1e6, "CT": 1e6}
 
 
 def image_path(dataset_dir: Path, scan_id: int) -> Path:
@@ -162,14 +168,31 @@ def read_raw_scan(dataset_dir: str | os.PathLike, spec: DatasetSpec, scan_id: in
     if image.GetDimension() != 3:
         raise DataError(f"{image_file}: expected a 3D volume, got {image.GetDimension()}D")
     _check_same_geometry(image, label, label_file, image_file)
-    intensities = image_voxels(image, image_file).astype(np.float32)  # read_image refused non-finite voxels
+    stored = image_voxels(image, image_file)  # read_image refused non-finite voxels
+    _check_intensity_range(stored, spec, image_file)
+    intensities = stored.astype(np.float32)
     labels = _remap_labels(image_voxels(label, label_file), spec, label_file)
     return RawScan(scan_id=int(scan_id), intensities=intensities, labels=labels, reference=image)
 
 
+def _check_intensity_range(intensities: np.ndarray, spec: DatasetSpec, path: Path) -> None:
+    """Refuse a scan with intensities beyond `MAX_ABSOLUTE_INTENSITY` of its modality."""
+    limit = MAX_ABSOLUTE_INTENSITY[spec.modality]
+    if intensities.size == 0:
+        return
+    extreme = max(abs(float(intensities.min())), abs(float(intensities.max())))
+    if extreme > limit:
+        n_beyond = int((np.abs(intensities.astype(np.float64)) > limit).sum())
+        raise DataError(f"{path}: {n_beyond} of {intensities.size} voxels have an absolute intensity above "
+                        f"{limit:g}, absurd for {spec.modality} (largest {extreme:g}); the file is damaged "
+                        "or was converted wrongly")
+
+
 def _normalise(intensities: np.ndarray, spec: DatasetSpec, statistics: tuple[float, float] | None, path: Path) -> np.ndarray:
+    """z-score `intensities`; the per-scan statistics are computed in float64, where a float32
+    variance of large values would overflow to infinity."""
     if spec.normalization == "per_scan_zscore":
-        mean, std = float(intensities.mean()), float(intensities.std())
+        mean, std = float(intensities.mean(dtype=np.float64)), float(intensities.std(dtype=np.float64))
     elif spec.normalization == "global":
         if statistics is None:
             raise ValueError(f"{spec.name}: global normalisation needs the (mean, std) of the training scans "
@@ -177,6 +200,8 @@ def _normalise(intensities: np.ndarray, spec: DatasetSpec, statistics: tuple[flo
         mean, std = statistics
     else:
         raise ValueError(f"{spec.name}: unknown normalization {spec.normalization!r}")
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise DataError(f"{path}: normalisation statistics are not finite (mean {mean}, std {std})")
     if not std > 0:
         raise DataError(f"{path}: intensity standard deviation is {std}; cannot normalise a constant image")
     return ((intensities - mean) / std).astype(np.float32)

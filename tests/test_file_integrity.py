@@ -53,6 +53,22 @@ def test_float_label_with_an_infinite_value_is_refused(tmp_path):
         read_array(write_volume(tmp_path / "label.nii.gz", labels))
 
 
+@pytest.mark.parametrize("name", ["image.nii.gz", "image.nii"])
+def test_header_scaling_that_makes_voxels_infinite_is_refused_at_the_read(tmp_path, name):
+    stored = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
+    header_and_voxels = bytearray(write_volume(tmp_path / "plain.nii", stored).read_bytes())
+    header_and_voxels[112:120] = np.array([1e38, 0.0], dtype="<f4").tobytes()  # scl_slope, scl_inter
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(header_and_voxels)) if name.endswith(".gz") else bytes(header_and_voxels))
+    assert np.isinf(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).sum() == 252  # what SimpleITK makes of it
+    with pytest.raises(DataError, match=r"scl_slope 1e\+38, scl_inter 0\) makes 252 of 256 voxels infinite") as error:
+        read_array(path)
+    assert name in str(error.value)
+    header_and_voxels[112:120] = np.array([2.0, 1.0], dtype="<f4").tobytes()  # ordinary scaling reads as before
+    (tmp_path / "scaled.nii").write_bytes(bytes(header_and_voxels))
+    assert np.array_equal(read_array(tmp_path / "scaled.nii"), stored * 2.0 + 1.0)
+
+
 def test_finite_float_volume_reads_back_exactly(tmp_path):
     volume = smooth_volume()
     assert np.array_equal(read_array(write_volume(tmp_path / "image.nii.gz", volume)), volume)

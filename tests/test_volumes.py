@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from dataloaders import volumes
-from dataloaders.dataset_metadata import write_dataset_metadata
+from dataloaders.dataset_metadata import intensity_statistics, write_dataset_metadata
 from dataloaders.folds import FoldSplit
 from dataloaders.specs import get_spec
 from dataloaders.volumes import default_derived_dir, load_scans, resolve_data_root
@@ -108,6 +109,39 @@ def test_ct_statistics_come_from_the_fold_training_scans_only(tmp_path):
     assert read_json(folder / "dataset.json")["intensity_mean"] != pytest.approx(all_scans_mean)
     assert data.intensity_statistics() == (mean, std)
     np.testing.assert_allclose(data.load((3,))[3].image, (query - mean) / std, rtol=1e-5)
+
+
+def test_one_absurd_voxel_refuses_the_scan_instead_of_blanking_it(tmp_path):
+    folder = make_dataset(tmp_path / "DEMO")
+    image = read_array(folder / "image_2.nii.gz").astype(np.float32)
+    image[1, 3, 3] = 1e20  # finite in float32, but its square overflows a float32 variance
+    write_volume(folder / "image_2.nii.gz", image)
+    with pytest.raises(DataError, match=r"image_2\.nii\.gz: 1 of 1024 voxels have an absolute intensity above 1e\+06"):
+        load_scans(folder, TWO_SCANS)
+    with pytest.raises(DataError, match=r"image_2\.nii\.gz: 1 of 1024"):
+        write_dataset_metadata(folder, TWO_SCANS, folder)
+    image[1, 3, 3] = 1e6  # the bound itself is a valid intensity
+    write_volume(folder / "image_2.nii.gz", image)
+    normalised = load_scans(folder, TWO_SCANS)[2].image
+    assert np.isfinite(normalised).all() and float(normalised.std()) == pytest.approx(1.0, abs=1e-4)
+    assert np.unique(normalised).size > 100  # not collapsed to (almost) one value
+
+
+def test_non_finite_normalisation_statistics_are_refused(tmp_path):
+    folder = make_dataset(tmp_path / "SABS", scan_ids=(0,))
+    with pytest.raises(DataError, match=r"image_0\.nii\.gz: normalisation statistics are not finite"):
+        load_scans(folder, get_spec("SABS"), [0], intensity_statistics=(0.0, float("inf")))
+
+
+def test_non_finite_intensity_record_in_dataset_json_is_refused(tmp_path):
+    sabs = dataclasses.replace(get_spec("SABS"), scan_ids=(0, 1))
+    folder = make_dataset(tmp_path / "SABS", scan_ids=sabs.scan_ids)
+    write_dataset_metadata(folder, sabs, folder)
+    metadata = read_json(folder / "dataset.json")
+    metadata["scans"]["1"]["intensity_std"] = float("inf")
+    (folder / "dataset.json").write_text(json.dumps(metadata))
+    with pytest.raises(DataError, match=r"dataset\.json: the intensity record of scan 1 is not finite"):
+        intensity_statistics(folder, folder, (0, 1))
 
 
 def test_second_load_returns_the_cached_objects_until_a_file_changes(tmp_path):

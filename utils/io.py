@@ -10,7 +10,8 @@ process by the next write of the same file or by `remove_stale_temporary_files`.
 Reading a NIfTI file verifies it first: a .nii.gz is decompressed in full by the gzip module,
 which checks the stream's CRC-32 and length (one flipped bit is refused), and the voxels of a
 floating-point file are checked for NaN and infinities in the stored array, because SimpleITK
-reads both as 0.
+reads both as 0; a file whose header scaling (scl_slope, scl_inter) overflows its voxels to
+infinity is refused too.
 """
 from __future__ import annotations
 
@@ -255,13 +256,22 @@ NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 @dataclass(frozen=True)
 class NiftiLayout:
     """Where a NIfTI file's voxels are: byte order ("<" or ">"), datatype code, bits per voxel,
-    offset of the first voxel and number of voxels."""
+    offset of the first voxel and number of voxels; and the scaling a reader applies to them
+    (value = scl_slope * stored + scl_inter, none when scl_slope is 0 or not finite)."""
 
     byte_order: str
     datatype: int
     bits_per_voxel: int
     voxel_offset: int
     n_voxels: int
+    scl_slope: float = 0.0
+    scl_inter: float = 0.0
+
+    @property
+    def scaled(self) -> bool:
+        """Whether readers (SimpleITK, nibabel) rescale the stored voxels."""
+        return (np.isfinite(self.scl_slope) and self.scl_slope != 0
+                and (self.scl_slope != 1 or self.scl_inter != 0))
 
 
 def nifti_layout(header: bytes) -> NiftiLayout | None:
@@ -275,7 +285,8 @@ def nifti_layout(header: bytes) -> NiftiLayout | None:
             datatype, bits_per_voxel = (int(value) for value in np.frombuffer(header[70:74], dtype=f"{order}i2"))
             voxel_offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
             n_voxels = int(np.prod(dims[1 : 1 + int(dims[0])]))
-            return NiftiLayout(order, datatype, bits_per_voxel, voxel_offset, n_voxels)
+            scl_slope, scl_inter = (float(value) for value in np.frombuffer(header[112:120], dtype=f"{order}f4"))
+            return NiftiLayout(order, datatype, bits_per_voxel, voxel_offset, n_voxels, scl_slope, scl_inter)
     return None
 
 
@@ -293,11 +304,12 @@ def _stored_nifti_bytes(path: Path) -> bytes | None:
     return None
 
 
-def _check_stored_voxels(path: Path, stored: bytes) -> None:
-    """Refuse a NIfTI file shorter than its header announces, or with NaN / infinite voxels."""
+def _check_stored_voxels(path: Path, stored: bytes) -> NiftiLayout | None:
+    """Refuse a NIfTI file shorter than its header announces, or with NaN / infinite voxels;
+    returns its layout (None for files that are not NIfTI-1)."""
     layout = nifti_layout(stored[:NIFTI1_HEADER_BYTES])
     if layout is None:
-        return
+        return None
     expected = layout.voxel_offset + layout.n_voxels * layout.bits_per_voxel // 8
     if len(stored) < expected:
         raise DataError(f"{path}: truncated NIfTI file ({len(stored)} of {expected} bytes)")
@@ -305,6 +317,7 @@ def _check_stored_voxels(path: Path, stored: bytes) -> None:
         voxels = np.frombuffer(stored, dtype=f"{layout.byte_order}{NIFTI_FLOAT_TYPES[layout.datatype]}",
                                count=layout.n_voxels, offset=layout.voxel_offset)
         _check_finite(path, voxels)
+    return layout
 
 
 def _check_finite(path: Path, voxels: np.ndarray) -> None:
@@ -323,8 +336,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     stored = _stored_nifti_bytes(path)
-    if stored is not None:
-        _check_stored_voxels(path, stored)
+    layout = _check_stored_voxels(path, stored) if stored is not None else None
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -332,7 +344,17 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise DataError(f"{path}: cannot be read as an image (corrupt or truncated?): {first_line}") from None
     if stored is None:
         _check_finite(path, image_voxels(image, path))
+    elif layout is not None and layout.scaled:
+        _check_scaled_voxels(path, image_voxels(image, path), layout)
     return image
+
+
+def _check_scaled_voxels(path: Path, voxels: np.ndarray, layout: NiftiLayout) -> None:
+    """Refuse a file whose header scaling turns finite stored voxels into infinite ones."""
+    n_infinite = int(np.isinf(voxels).sum()) if np.issubdtype(voxels.dtype, np.floating) else 0
+    if n_infinite:
+        raise DataError(f"{path}: its header scaling (scl_slope {layout.scl_slope:g}, scl_inter "
+                        f"{layout.scl_inter:g}) makes {n_infinite} of {voxels.size} voxels infinite")
 
 
 def image_voxels(image: sitk.Image, path: str | os.PathLike) -> np.ndarray:
