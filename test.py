@@ -31,7 +31,7 @@ from experiment.config_checks import check_evaluation_config
 from experiment.layout import RunLayout
 from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
 from utils.checkpoint import CheckpointError
-from utils.io import write_image, write_png
+from utils.io import file_sha256, write_image, write_png
 from utils.runtime import check_precision, select_device
 from utils.tensorboard_panels import test_episode_panel
 
@@ -64,8 +64,11 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     # --- segment and score --------------------------------------------------------------------------
     evaluation = evaluate_episodes(trained.model, episodes, device, precision, config["eval_batch_size"],
                                    config["metrics"], progress=lambda items: tqdm(items, desc="test episodes"))
+    # the digest of the bytes the model was loaded from (utils.checkpoint.FILE_SHA256_KEY); until
+    # TrainedModel carries it (experiment/assembly.py), the file is hashed again
+    checkpoint_sha256 = getattr(trained, "checkpoint_sha256", None) or file_sha256(checkpoint_path)
     summary = summarize(evaluation, evaluation_provenance(checkpoint_path, trained.step, trained.config, config,
-                                                          mismatches), skipped)
+                                                          mismatches, checkpoint_sha256=checkpoint_sha256), skipped)
     title = (f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} "
              f"at step {trained.step}, {config['n_support_slices']} support slice(s) per scan and chunk")
     print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 
 from experiment.layout import FOLD_SUFFIX, RunLayout
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import FILE_SHA256_KEY, load_checkpoint
 from utils.io import file_sha256, read_json, write_json
 
 EXTENSION_RECORD_NAME = "extended_from.json"
@@ -73,11 +73,15 @@ def extend_run(source: RunLayout, suffix: str) -> Extension:
         return Extension(source, target, state["step"], label, copied=False)
     target.last_checkpoint.parent.mkdir(parents=True)
     shutil.copy2(source.last_checkpoint, target.last_checkpoint)
+    if file_sha256(target.last_checkpoint) != state[FILE_SHA256_KEY]:  # replaced between the read and the copy
+        shutil.rmtree(target.folder)
+        raise ExtensionError(f"{source.last_checkpoint} changed while it was copied (is the run still training?); "
+                             f"nothing was extended, try again when it has finished")
     if source.initial_checkpoint.is_file():
         shutil.copy2(source.initial_checkpoint, target.initial_checkpoint)
     if source.tensorboard.is_dir():
         shutil.copytree(source.tensorboard, target.tensorboard)
     write_json({"source_run": source.folder.name, "source_step": state["step"],
-                "source_checkpoint_sha256": file_sha256(source.last_checkpoint)},
+                "source_checkpoint_sha256": state[FILE_SHA256_KEY]},
                target.folder / EXTENSION_RECORD_NAME)
     return Extension(source, target, state["step"], label, copied=True)

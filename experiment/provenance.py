@@ -19,7 +19,6 @@ from typing import Collection, Sequence
 
 from experiment.config_checks import ConfigError
 from experiment.layout import RunLayout
-from utils.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +102,20 @@ def _describe_mismatch(key: str, values: dict) -> str:
     return text
 
 
-def evaluation_provenance(checkpoint: Path, step: int, trained: dict, evaluated: dict, mismatches: dict) -> dict:
+def evaluation_provenance(checkpoint: Path, step: int, trained: dict, evaluated: dict, mismatches: dict, *,
+                          checkpoint_sha256: str) -> dict:
     """The summary.json fields that say what was scored: the evaluated dataset, fold, setting and
     label group, the support slices per scan and chunk, the checkpoint (path, SHA-256, step), its
-    model and full training config, and any mismatch that `allow_config_mismatch` let through."""
+    model and full training config, and any mismatch that `allow_config_mismatch` let through.
+
+    checkpoint_sha256: the SHA-256 of the bytes the scored model was loaded from
+    (`utils.checkpoint.FILE_SHA256_KEY` of `load_checkpoint`'s result), never of the file read
+    again, which may have been replaced since (a training still running writes last.pth)."""
     return {
         **{key: evaluated[key] for key in BOUND_KEYS},
         "n_support_slices": evaluated["n_support_slices"],
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
         "step": step,
         "model_name": trained["model"]["name"],
         "model_label": trained.get("model_label") or trained["model"]["name"],

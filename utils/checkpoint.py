@@ -7,12 +7,20 @@ told how it was configured, and an interrupted run continues exactly where it st
 It also holds a SHA-256 of all of that (`payload_checksum`), verified on load: torch.save's zip
 archive stores tensors without checking their CRC on load, so one flipped bit in a weight would
 otherwise load silently. Checkpoints written before the checksum existed load with a warning.
+
+`load_checkpoint` reads the file once: it checks the CRC-32 of every member of the zip archive
+before anything is unpickled (a flipped bit in the pickled part would otherwise raise whatever the
+unpickler trips over, UnpicklingError, AssertionError, TypeError, MemoryError, ..., without the
+file's name), unpickles those same bytes, and returns their SHA-256 under `FILE_SHA256_KEY`, so
+that what an evaluation records is the digest of the file it scored, not of a file read again later.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT_VERSION = 1
 CHECKSUM_KEY = "sha256"
+FILE_SHA256_KEY = "file_sha256"  # added by load_checkpoint: SHA-256 of the file's bytes it loaded (not saved)
+
 
 
 class CheckpointError(ValueError):
@@ -101,15 +111,42 @@ def save_checkpoint(
         torch.save(payload, handle)
 
 
+def _check_archive_crcs(path: Path, data: bytes) -> None:
+    """Refuse a zip-format checkpoint one of whose members fails its CRC-32 (torch.load checks none).
+    Bytes that are no zip archive are left to torch.load, which refuses them naming the file."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        return
+    try:
+        damaged = archive.testzip()
+    except Exception as error:  # a damaged archive directory fails in many ways (struct, zlib, EOF)
+        raise CheckpointError(f"{path}: corrupt checkpoint (its zip archive cannot be read: "
+                              f"{type(error).__name__}: {error}); use an earlier checkpoint or train again") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({damaged} fails its CRC-32 check); use an earlier "
+                              "checkpoint or train again")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`, with errors that name the file."""
+    """Read a checkpoint written by `save_checkpoint`, with errors that name the file.
+
+    The file is read once; the returned dict holds, besides what was saved, `FILE_SHA256_KEY`
+    ("file_sha256"): the SHA-256 (hex) of exactly the bytes the checkpoint was loaded from.
+    Any failure to read or unpickle it is a `CheckpointError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found (train first, or pass checkpoint=<file>)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error})") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error})") from None
+    _check_archive_crcs(path, data)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    except Exception as error:  # damaged pickled bytes raise almost any type: UnpicklingError, TypeError, MemoryError...
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a checkpoint of this project (format version {CHECKPOINT_FORMAT_VERSION})")
     if CHECKSUM_KEY not in payload:
@@ -117,6 +154,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     elif payload[CHECKSUM_KEY] != payload_checksum(payload):
         raise CheckpointError(f"{path}: corrupt checkpoint (its contents do not match the SHA-256 stored when it "
                               "was saved); use an earlier checkpoint or train again")
+    payload[FILE_SHA256_KEY] = hashlib.sha256(data).hexdigest()
     return payload
 
 
