@@ -5,7 +5,9 @@ A run trained for n steps is continued to m > n steps in a new run folder: its l
 and train.py resumes the copy exactly (only `n_steps`, `model_label` and other bookkeeping keys
 may change on resume, experiment/provenance.py). The original run and its evaluations stay as they
 are, so a table can hold both budgets; `extended_from.json` in the new folder records which run
-(a sibling folder), step and checkpoint the copy started from.
+(a sibling folder), step and checkpoint the copy started from. The source run is locked while it
+is copied (utils/run_lock.py: a run that train.py is writing is refused), and a run that stopped
+before its n_steps is refused unless `allow_unfinished`.
 
     <prefix>_fold<k>  ->  <prefix>_<suffix>_fold<k>   (e.g. ..._psmnet_fold2 -> ..._psmnet_steps6000_fold2)
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from experiment.layout import FOLD_SUFFIX, RunLayout
 from utils.checkpoint import FILE_SHA256_KEY, load_checkpoint
 from utils.io import file_sha256, read_json, write_json
+from utils.run_lock import RunLock
 
 EXTENSION_RECORD_NAME = "extended_from.json"
 
@@ -55,26 +58,49 @@ def extension_source(target: RunLayout) -> str | None:
     return read_json(record)["source_run"] if record.is_file() else None  # a sibling folder's name
 
 
-def extend_run(source: RunLayout, suffix: str) -> Extension:
+def extend_run(source: RunLayout, suffix: str, allow_unfinished: bool = False) -> Extension:
     """Copy `source`'s last checkpoint, initial weights and tensorboard curves to the run folder
     `extended_name(source, suffix)` beside it, with a record of where they came from.
 
     A target already extended from this source is left as it is (it may have trained on since), so
     that extending a row again only adds its new folds; any other existing target is refused, as is
-    a source without a readable last checkpoint."""
+    a source without a readable last checkpoint, a source another process holds the lock of
+    (`utils.run_lock.RunLockError`: still training), and, unless `allow_unfinished`, a source whose
+    last checkpoint stopped before the run's n_steps (interrupted, diverged)."""
     target = RunLayout(source.folder.parent / extended_name(source.folder.name, suffix))
-    state = load_checkpoint(source.last_checkpoint)  # refuses a missing or corrupt checkpoint, naming it
+    if not source.last_checkpoint.is_file():
+        load_checkpoint(source.last_checkpoint)  # raises the CheckpointError that names the missing file
+    with RunLock(source.folder, f"extend_runs.py, copying it to {target.folder.name}"):
+        return _copy_run(source, target, suffix, allow_unfinished)
+
+
+def _copy_run(source: RunLayout, target: RunLayout, suffix: str, allow_unfinished: bool) -> Extension:
+    state = load_checkpoint(source.last_checkpoint)  # refuses a corrupt checkpoint, naming it
     trained = state["config"]
     label = f"{trained.get('model_label') or trained['model']['name']}_{suffix}"
+    if state["step"] < trained["n_steps"] and not allow_unfinished:
+        raise ExtensionError(f"{source.last_checkpoint}: the run stopped at step {state['step']} of its n_steps="
+                             f"{trained['n_steps']} (interrupted or failed); resume it with train.py first, or pass "
+                             f"--allow-unfinished to extend it from step {state['step']}")
     if target.folder.exists():
         if extension_source(target) != source.folder.name:
             raise ExtensionError(f"{target.folder} exists and was not extended from {source.folder}: it may hold "
                                  f"another run; remove it or choose another suffix")
         return Extension(source, target, state["step"], label, copied=False)
+    target.folder.mkdir()  # not exist_ok: another extension creating it at the same time fails here
+    try:
+        with RunLock(target.folder, f"extend_runs.py, copying {source.folder.name} into it"):
+            _copy_files(source, target, state)
+    except BaseException:
+        shutil.rmtree(target.folder, ignore_errors=True)  # a half-made copy is no run
+        raise
+    return Extension(source, target, state["step"], label, copied=True)
+
+
+def _copy_files(source: RunLayout, target: RunLayout, state: dict) -> None:
     target.last_checkpoint.parent.mkdir(parents=True)
     shutil.copy2(source.last_checkpoint, target.last_checkpoint)
     if file_sha256(target.last_checkpoint) != state[FILE_SHA256_KEY]:  # replaced between the read and the copy
-        shutil.rmtree(target.folder)
         raise ExtensionError(f"{source.last_checkpoint} changed while it was copied (is the run still training?); "
                              f"nothing was extended, try again when it has finished")
     if source.initial_checkpoint.is_file():
@@ -84,4 +110,3 @@ def extend_run(source: RunLayout, suffix: str) -> Extension:
     write_json({"source_run": source.folder.name, "source_step": state["step"],
                 "source_checkpoint_sha256": state[FILE_SHA256_KEY]},
                target.folder / EXTENSION_RECORD_NAME)
-    return Extension(source, target, state["step"], label, copied=True)

@@ -11,6 +11,8 @@ train.py then resumes the copy exactly as the run would have gone on, when given
 `model_label` (which names the new folders) and a larger `n_steps`. Run again, it copies only the
 folds not extended yet; a target folder that exists but was not extended from its run is refused,
 so that nothing is overwritten. '+'-joined rows (Setting-2 organ groups) extend each group.
+A run that another process is writing (its .lock, utils/run_lock.py) is refused, and so is a run
+that stopped before its n_steps unless --allow-unfinished.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from experiment.extension import ExtensionError, extend_run  # noqa: E402  (after the path set-up)
 from experiment.layout import fold_runs  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
+from utils.run_lock import RunLockError  # noqa: E402
 
 
 def main() -> None:
@@ -31,6 +34,8 @@ def main() -> None:
     parser.add_argument("rows", nargs="+", help="run-name prefixes (their folds are <prefix>_fold<k>; '+' joins groups)")
     parser.add_argument("--suffix", required=True, help="added before _fold<k> in the new run names, e.g. steps6000")
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every fold found)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="also extend runs whose last checkpoint stopped before their n_steps (interrupted, failed)")
     args = parser.parse_args()
     prefixes = [prefix for row in args.rows for prefix in row.split("+")]
     runs = []
@@ -41,8 +46,8 @@ def main() -> None:
         runs += found
     for run in runs:
         try:
-            extension = extend_run(run, args.suffix)
-        except (ExtensionError, CheckpointError) as error:
+            extension = extend_run(run, args.suffix, allow_unfinished=args.allow_unfinished)
+        except (ExtensionError, CheckpointError, RunLockError) as error:
             raise SystemExit(f"error: {error}") from None
         done = "copied" if extension.copied else "already extended from it, left as it is"
         print(f"{extension.source.folder} (step {extension.step}) -> {extension.target.folder} ({done}): "

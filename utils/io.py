@@ -62,7 +62,8 @@ def _temporary_prefix(path: Path) -> str:
     return f".{path.name}.tmp{os.getpid()}-"
 
 
-def _process_is_alive(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,7 +82,7 @@ def remove_stale_temporary_files(folder: str | os.PathLike, target_name: str | N
     removed = []
     for candidate in folder.glob(f".{target_name}.tmp*" if target_name else ".*.tmp*"):
         match = _TEMPORARY_NAME.match(candidate.name)
-        if match and not _process_is_alive(int(match["pid"])) and candidate.is_file():
+        if match and not process_is_alive(int(match["pid"])) and candidate.is_file():
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
             logger.info("removed %s, left by an interrupted write of %s", candidate, folder / match["target"])
