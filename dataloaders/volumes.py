@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dataloaders.specs import DatasetSpec
-from utils.io import DataError, image_voxels, read_image, read_json
+from utils.io import DataError, file_sha256, image_voxels, read_image, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -237,14 +237,15 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 _SCAN_CACHE: dict[tuple, Scan] = {}
 
 
-def _file_stamp(path: Path) -> tuple[str, int, int, int]:
-    """Path, size, modification and change time: the change time moves whenever the content or the
-    timestamps are set, even by `cp -p`."""
+def _file_content_key(path: Path) -> tuple[str, str | None]:
+    """The cache key of a file: its resolved path and the SHA-256 of its content (None when it is
+    missing). Timestamps are no key: `cp -p`, `rsync -a`, `tar x` give new content an old time, and
+    a change time is only as fine as the kernel's clock tick, so two writes of one size within a
+    tick would look alike; hashing the few MB of a compressed scan costs milliseconds."""
     try:
-        status = path.stat()
+        return str(path.resolve()), file_sha256(path)
     except FileNotFoundError:
-        return str(path), -1, -1, -1
-    return str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns
+        return str(path), None
 
 
 def clear_scan_cache() -> None:
@@ -300,8 +301,8 @@ def load_scans(
     image_size x image_size (images linear/area, labels and superpixels nearest);
     `native_labels` keep the file resolution. intensity_statistics: the (mean, std) that datasets
     with global normalisation (CT) are normalised with, computed from the fold's training scans.
-    Scans are cached in-process, keyed by their files' paths, sizes and change times and the options,
-    so loading them again returns the same objects.
+    Scans are cached in-process, keyed by their files' paths and content (SHA-256) and the options,
+    so loading them again returns the same objects until a file's content changes.
     """
     dataset_dir = check_dataset_dir(dataset_dir)
     derived_dir = Path(derived_dir) if derived_dir is not None else default_derived_dir(dataset_dir)
@@ -315,7 +316,7 @@ def load_scans(
         files = [image_path(dataset_dir, scan_id), label_path(dataset_dir, scan_id)]
         if with_superpixels:
             files.append(superpixel_path(derived_dir, scan_id))
-        key = (spec.name, tuple(_file_stamp(path) for path in files), with_superpixels, image_size, statistics)
+        key = (spec.name, tuple(_file_content_key(path) for path in files), with_superpixels, image_size, statistics)
         scan = _SCAN_CACHE.get(key)
         if scan is None:
             scan = _load_scan(dataset_dir, spec, scan_id, derived_dir, with_superpixels, image_size, statistics)

@@ -1,11 +1,14 @@
 """The runs of a table (rows x folds x seeds) and where they run: in turn, on local workers, on Slurm.
 
 A run trains one fold with train.py and evaluates it with test.py, each in a fresh process, in the
-run folder that train.py would use (experiment/layout.py). A run whose evaluation is newer than
-its checkpoint and scored the run's config (the same training config, bookkeeping aside, and
-n_steps) is done and skipped; any other run goes through train.py, which resumes from the last
-checkpoint (returns at once when training is finished, refuses a changed training config with an
-error naming the keys), then through test.py.
+run folder that train.py would use (experiment/layout.py). A run whose evaluation scored the run's
+present last checkpoint (the SHA-256 that summary.json records is that of last.pth's content now:
+timestamps decide nothing, `cp -p` or `rsync -a` keep old ones) at the run's n_steps, trained with
+the run's config (bookkeeping aside), is done and skipped; any other run goes through train.py,
+which resumes from the last checkpoint (returns at once when training is finished, refuses a
+changed training config with an error naming the keys), then through test.py. A run folder that
+another process holds the lock of (utils/run_lock.py) is not started: that run fails, with the
+holder named, and the others go on.
 
 Workers are environments a run is started in: one per GPU (`CUDA_VISIBLE_DEVICES=<id>`, one run
 per GPU at a time), or N CPU processes (`OMP_NUM_THREADS` each, no GPU). Slurm jobs go through
@@ -32,7 +35,8 @@ import torch
 from evaluation.reports import SUMMARY_NAME
 from experiment.layout import RunLayout
 from experiment.provenance import BOOKKEEPING_KEYS, TRAINING_CONFIG_KEY
-from utils.io import read_json
+from utils.io import file_sha256, read_json
+from utils.run_lock import RunLockError, describe_holder, holder_is_stale, lock_holder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_LOG_NAME = "sweep.log"  # in the run folder: the output of train.py and test.py of a run on a worker
@@ -94,15 +98,16 @@ def table_jobs(rows: Sequence[Sequence[str]], folds: Sequence[int], compose: Com
 
 
 def evaluation_is_current(job: FoldJob) -> bool:
-    """The run's evaluation is newer than its last checkpoint and scored a model trained for the
-    job's n_steps with the job's training config (keys other than bookkeeping)."""
+    """The run's evaluation scored the content of its present last checkpoint (the checkpoint's
+    SHA-256 recorded in summary.json), trained for the job's n_steps with the job's training config
+    (keys other than bookkeeping). File times play no part."""
     layout = RunLayout(job.run_folder)
     summary_path = layout.evaluation(job.fold, n_support_slices=job.config["n_support_slices"]) / SUMMARY_NAME
     if not (summary_path.is_file() and layout.last_checkpoint.is_file()):
         return False
-    if summary_path.stat().st_mtime <= layout.last_checkpoint.stat().st_mtime:
-        return False
     summary = read_json(summary_path)
+    if summary.get("checkpoint_sha256") != file_sha256(layout.last_checkpoint):  # trained on, or replaced, since
+        return False
     trained = summary.get(TRAINING_CONFIG_KEY, {})
     changed = [key for key in trained.keys() | job.config.keys()
                if key not in BOOKKEEPING_KEYS and trained.get(key) != job.config.get(key)]
@@ -127,7 +132,11 @@ def run_script(script: str, arguments: Sequence[str], environment: dict[str, str
 
 def run_fold_job(job: FoldJob, environment: dict[str, str] | None = None, log: Path | None = None) -> JobOutcome:
     """Train (resuming) and evaluate one run unless its evaluation is current.
-    log: a file the scripts' output is appended to (None: this process's streams)."""
+    log: a file the scripts' output is appended to (None: this process's streams).
+    Raises `RunLockError` naming the holder when another process is writing the run folder."""
+    holder = lock_holder(job.run_folder)
+    if holder is not None and not holder_is_stale(holder):
+        raise RunLockError(f"{job.run_folder} is in use by {describe_holder(holder)}; the run was not started")
     if evaluation_is_current(job):
         return JobOutcome(job)
     if log is None:

@@ -14,7 +14,8 @@ import experiment.sweep as sweep
 from conftest import command_line_arguments, tiny_config
 from experiment.sweep import FoldJob, JobOutcome, cpu_workers, run_on_workers, table_jobs
 from utils.checkpoint import load_checkpoint
-from utils.io import read_json, write_json
+from utils.io import file_sha256, read_json, write_json
+from utils.run_lock import LOCK_NAME, RunLockError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("psmnet", "panet")
@@ -108,7 +109,7 @@ def test_each_worker_runs_one_job_at_a_time_and_every_worker_is_used(monkeypatch
     assert workers[0]["OMP_NUM_THREADS"] == "1" and workers[0]["CUDA_VISIBLE_DEVICES"] == ""
 
 
-def test_an_evaluation_is_current_only_if_newer_than_the_checkpoint_and_of_the_same_training(tmp_path):
+def test_an_evaluation_is_current_only_if_it_scored_the_present_checkpoint_of_the_same_training(tmp_path):
     config = {"lr": 0.01, "n_steps": 4, "seed": 1, "eval_fold": 0, "log_every": 5, "runs_root": "runs",
               "n_support_slices": 1}
     job = FoldJob(("demo",), 0, tmp_path, config)
@@ -119,8 +120,8 @@ def test_an_evaluation_is_current_only_if_newer_than_the_checkpoint_and_of_the_s
     assert not sweep.evaluation_is_current(job)  # never evaluated
 
     def evaluated(step=4, **training):
-        write_json({"step": step, "training_config": {**config, **training}}, summary)
-        os.utime(summary, (checkpoint.stat().st_mtime + 1,) * 2)
+        write_json({"step": step, "checkpoint_sha256": file_sha256(checkpoint),
+                    "training_config": {**config, **training}}, summary)
 
     evaluated(log_every=50, runs_root="elsewhere")  # bookkeeping keys may differ
     assert sweep.evaluation_is_current(job)
@@ -134,5 +135,21 @@ def test_an_evaluation_is_current_only_if_newer_than_the_checkpoint_and_of_the_s
     evaluated(step=2, n_steps=2)  # n_steps raised since: the run resumes
     assert not sweep.evaluation_is_current(job)
     evaluated()
-    os.utime(checkpoint, (summary.stat().st_mtime + 1,) * 2)  # trained further after the evaluation
+    os.utime(checkpoint, (summary.stat().st_mtime + 1,) * 2)  # touched (cp, rsync): its content is what was scored
+    assert sweep.evaluation_is_current(job)
+    stamp = summary.stat().st_mtime_ns - 10**9
+    checkpoint.write_bytes(b"weights trained further")  # trained on after the evaluation...
+    os.utime(checkpoint, ns=(stamp, stamp))  # ...and copied back with an older time (cp -p)
     assert not sweep.evaluation_is_current(job)
+
+
+def test_a_run_another_process_writes_is_not_started(tmp_path, monkeypatch):
+    run_folder = tmp_path / "DEMO_setting1_psmnet_fold0"
+    run_folder.mkdir()
+    write_json({"pid": 4242, "host": "gpu-node-7", "purpose": "train.py", "started": "2024-01-01T00:00:00"},
+               run_folder / LOCK_NAME)
+    monkeypatch.setattr(sweep, "run_script", lambda *args, **kwargs: pytest.fail("a locked run was started"))
+    job = FoldJob(("demo",), 0, run_folder, {"n_steps": 1, "n_support_slices": 1})
+    with pytest.raises(RunLockError, match=r"DEMO_setting1_psmnet_fold0 is in use by pid 4242 on gpu-node-7 \(train\.py"):
+        sweep.run_fold_job(job, log=run_folder / sweep.SWEEP_LOG_NAME)
+    assert not (run_folder / sweep.SWEEP_LOG_NAME).exists()

@@ -144,16 +144,22 @@ def test_non_finite_intensity_record_in_dataset_json_is_refused(tmp_path):
         intensity_statistics(folder, folder, (0, 1))
 
 
-def test_second_load_returns_the_cached_objects_until_a_file_changes(tmp_path):
+def test_second_load_returns_the_cached_objects_until_a_file_content_changes(tmp_path):
     folder = make_dataset(tmp_path / "DEMO")
     first = load_scans(folder, TWO_SCANS)
     assert load_scans(folder, TWO_SCANS)[1] is first[1]
     assert load_scans(folder, TWO_SCANS, image_size=8)[1] is not first[1]
     label_file = folder / "label_1.nii.gz"
     stamp = label_file.stat().st_mtime_ns + 10**9
-    os.utime(label_file, ns=(stamp, stamp))
-    assert load_scans(folder, TWO_SCANS)[1] is not first[1]
-    assert load_scans(folder, TWO_SCANS)[2] is first[2]
+    os.utime(label_file, ns=(stamp, stamp))  # touched, same content: the same scan
+    assert load_scans(folder, TWO_SCANS)[1] is first[1]
+    labels = hand_made_labels()
+    labels[0, 0, 0] = 1
+    write_volume(label_file, labels)
+    os.utime(label_file, ns=(stamp, stamp))  # other content with the earlier time (cp -p, rsync -a)
+    reloaded = load_scans(folder, TWO_SCANS)
+    assert reloaded[1] is not first[1] and reloaded[1].labels[0, 0, 0] == 1
+    assert reloaded[2] is first[2]
     with pytest.raises(ValueError, match="read-only"):
         first[1].image[0, 0, 0] = 1.0
 
