@@ -18,6 +18,7 @@ from dataloaders.folds import fold_split
 from dataloaders.slice_selection import EXCLUSION_RULES
 from dataloaders.specs import get_spec
 from evaluation.metrics import check_metric_names
+from experiment.layout import check_run_name
 from experiment.optimisation import OPTIMIZERS
 from models import check_alignment_weight, image_size_multiple, minimum_feature_size
 from utils.runtime import check_precision
@@ -50,13 +51,25 @@ class ConfigError(ValueError):
 
 
 def check_evaluation_config(config: dict) -> None:
-    """The keys test.py and validation read: counts, dataset and fold, setting, precision, metrics."""
+    """The keys test.py and validation read: run name, counts, dataset and fold, setting, precision, metrics."""
+    check_run_name_config(config)
     _check_counts(config, EVALUATION_COUNTS)
     spec = get_spec(config["dataset"])
     fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
     tested_labels(spec, config["setting"], config["label_group"])
     check_precision(config["precision"])
     check_metric_names(config["metrics"])
+
+
+def check_run_name_config(config: dict) -> None:
+    """`run_name` and `model_label` (which names the default run folder) must each be one folder
+    name, so that no run is written outside runs_root (`run_name=../x` or an absolute path)."""
+    for key in ("run_name", "model_label"):
+        if config.get(key):  # unset (None or empty): the default name
+            try:
+                check_run_name(config[key], key)
+            except ValueError as error:
+                raise ConfigError(f"config: {error}") from None
 
 
 def check_training_config(config: dict) -> None:

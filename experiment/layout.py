@@ -21,6 +21,7 @@ tables and learning curves take as a row.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,22 @@ FAILED_STATUS = "FAILED"  # the status in Sacred's run.json of a call that raise
 TRAIN_COMMAND = "train"  # Sacred's command name of train.py's calls
 
 
+def check_run_name(name: object, key: str = "run_name") -> str:
+    """`name` when it is one folder name, so that `runs_root / name` stays inside runs_root; a
+    ValueError otherwise (a path such as `../x` or `/tmp/x`, `.`, `..`, empty)."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name
+            or (os.altsep is not None and os.altsep in name) or Path(name).is_absolute()):
+        raise ValueError(f"{key}={name!r}: expected one folder name inside runs_root (no '/', not '.' or '..')")
+    return name
+
+
 def run_name(config: dict) -> str:
-    """The run's folder name: explicit `run_name`, else one that says what was trained."""
+    """The run's folder name: explicit `run_name`, else one that says what was trained; either is
+    one folder name inside runs_root (`check_run_name`)."""
     if config.get("run_name"):
-        return config["run_name"]
+        return check_run_name(config["run_name"])
     group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
-    model_label = config.get("model_label") or config["model"]["name"]
+    model_label = check_run_name(config.get("model_label") or config["model"]["name"], "model_label")
     return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
 
 
