@@ -24,7 +24,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from config import ex
-from evaluation.reports import SUMMARY_NAME, format_score_table, skipped_scans_note, summarize, write_evaluation
+from evaluation.reports import (OVERLAYS_FOLDER, PREDICTIONS_FOLDER, SUMMARY_NAME, begin_evaluation, format_score_table,
+                                skipped_scans_note, summarize, write_evaluation)
 from evaluation.scoring import evaluate_episodes
 from experiment.assembly import absent_test_organs, fold_data, load_trained_model, test_episodes
 from experiment.config_checks import check_evaluation_config
@@ -32,6 +33,7 @@ from experiment.layout import RunLayout
 from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
 from utils.checkpoint import CheckpointError
 from utils.io import file_sha256, write_image, write_png
+from utils.run_lock import RunLock
 from utils.runtime import check_precision, select_device
 from utils.tensorboard_panels import test_episode_panel
 
@@ -73,14 +75,17 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
              f"at step {trained.step}, {config['n_support_slices']} support slice(s) per scan and chunk")
     print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")
 
-    # --- write results ------------------------------------------------------------------------------
+    # --- write results: one writer, one evaluation per folder, summary.json last (evaluation/reports.py) ----
     output_dir = run.evaluation(config["eval_fold"], checkpoint_path, config["n_support_slices"])
-    write_evaluation(evaluation, summary, output_dir)
-    if config["save_predictions"]:
-        save_prediction_volumes(episodes, evaluation.predictions, data.load(data.split.query_ids),
-                                output_dir / "predictions")
-    if config["save_overlays"]:
-        save_overlays(episodes, evaluation.predictions, output_dir / "overlays")
+    with RunLock(output_dir, "test.py"):
+        begin_evaluation(output_dir)
+        outputs = []
+        if config["save_predictions"]:
+            outputs += save_prediction_volumes(episodes, evaluation.predictions, data.load(data.split.query_ids),
+                                               output_dir / PREDICTIONS_FOLDER)
+        if config["save_overlays"]:
+            outputs += save_overlays(episodes, evaluation.predictions, output_dir / OVERLAYS_FOLDER)
+        write_evaluation(evaluation, summary, output_dir, outputs)
     _run.info["summary"] = str(output_dir / SUMMARY_NAME)
     logger.info("wrote %s", output_dir)
     return summary["mean_dice"]
@@ -96,8 +101,9 @@ def check_same_model(trained: dict, requested: dict, path: Path) -> None:
         logger.warning("%s: using the checkpoint's model (%s)", path, "; ".join(differences))
 
 
-def save_prediction_volumes(episodes, predictions, scans, folder: Path) -> None:
-    """One binary NIfTI per organ and query scan, in the geometry of the scan's files."""
+def save_prediction_volumes(episodes, predictions, scans, folder: Path) -> list[Path]:
+    """One binary NIfTI per organ and query scan, in the geometry of the scan's files; their paths."""
+    written = []
     for episode in episodes:
         scan = scans[episode.query_scan_id]
         volume = np.zeros(tuple(episode.volume_shape), dtype=np.uint8)
@@ -106,16 +112,21 @@ def save_prediction_volumes(episodes, predictions, scans, folder: Path) -> None:
         image.SetSpacing(scan.spacing)
         image.SetOrigin(scan.origin)
         image.SetDirection(scan.direction)
-        write_image(image, folder / f"prediction_{episode.organ}_scan{episode.query_scan_id}.nii.gz")
+        written.append(folder / f"prediction_{episode.organ}_scan{episode.query_scan_id}.nii.gz")
+        write_image(image, written[-1])
+    return written
 
 
-def save_overlays(episodes, predictions, folder: Path) -> None:
-    """PNG of the middle evaluated slice: support | query | prediction | ground truth."""
+def save_overlays(episodes, predictions, folder: Path) -> list[Path]:
+    """PNG of the middle evaluated slice: support | query | prediction | ground truth; their paths."""
+    written = []
     for episode in episodes:
         panel = test_episode_panel(episode, predictions[(episode.label, episode.query_scan_id)])
         rgb = (panel.permute(1, 2, 0).numpy() * RGB_MAX).round().astype(np.uint8)
         path = folder / f"overlay_{episode.organ}_scan{episode.query_scan_id}.png"
         write_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), path)
+        written.append(path)
+    return written
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """What an evaluation writes and how evaluations are tabulated: every registered metric, everywhere.
 
-One evaluation folder (experiment/layout.py names it) holds:
+One evaluation folder (experiment/layout.py names it) holds one evaluation, never outputs of two:
+`begin_evaluation` removes an earlier one's files before a new one writes any, `write_evaluation`
+writes summary.json last, listing under `files` every other file of the evaluation, and removes
+from predictions/ and overlays/ whatever it does not list. A folder whose summary.json is missing
+holds an interrupted evaluation. It holds:
 
 - `summary.json`: what was evaluated (dataset, fold, setting, checkpoint, step), the metrics, and
   per organ the mean of every metric over the query scans, how many scans left it undefined
@@ -12,6 +16,7 @@ One evaluation folder (experiment/layout.py names it) holds:
   config, any `allow_config_mismatch`).
 - `scores.csv`: one row per (organ, query scan) with every metric and the voxel counts.
 - `table.md`: Dice per query scan and the organ means of every metric, and a note on skipped scans.
+- `predictions/`, `overlays/` (test.py, when asked for): NIfTI predictions and PNG panels.
 
 Fold tables (scripts/summarize_folds.py) read the summaries of a method's folds: per organ and
 fold the mean over that fold's query scans, then mean ± std over the folds, organs as columns in
@@ -24,7 +29,9 @@ method's organs' mean from another's fold by fold.
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,6 +43,12 @@ SUMMARY_NAME = "summary.json"
 SCORES_NAME = "scores.csv"
 TABLE_NAME = "table.md"
 SKIPPED_KEY = "skipped_scans"
+FILES_KEY = "files"  # in summary.json: the evaluation's other files, relative to its folder
+PREDICTIONS_FOLDER = "predictions"
+OVERLAYS_FOLDER = "overlays"
+OUTPUT_FOLDERS = (PREDICTIONS_FOLDER, OVERLAYS_FOLDER)
+
+logger = logging.getLogger(__name__)
 COUNT_NAMES = ("true_positives", "false_positives", "false_negatives")
 HEADLINE_METRIC = "dice"
 
@@ -81,9 +94,32 @@ def _counts(score) -> dict[str, int]:
     return {name: getattr(score.counts, name) for name in COUNT_NAMES}
 
 
-def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path) -> None:
-    """Write summary.json, scores.csv and table.md into `folder`, each atomically."""
-    write_json(summary, folder / SUMMARY_NAME)
+def begin_evaluation(folder: Path) -> None:
+    """Remove what an earlier evaluation wrote into `folder`, summary.json first (a folder left by an
+    interrupted evaluation then holds no summary that describes files of another)."""
+    for name in (SUMMARY_NAME, SCORES_NAME, TABLE_NAME):
+        (folder / name).unlink(missing_ok=True)
+    for name in OUTPUT_FOLDERS:
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+            logger.info("%s: removed the %s/ of an earlier evaluation", folder, name)
+
+
+def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path, outputs: Sequence[Path] = ()) -> None:
+    """Write scores.csv, table.md and then summary.json into `folder`, each atomically.
+
+    outputs: the files this evaluation wrote into predictions/ and overlays/ before; summary.json
+    lists them and scores.csv and table.md under `files`, and any other file in those folders
+    (an earlier evaluation's) is removed.
+    """
+    folder = Path(folder)
+    kept = {Path(path).resolve() for path in outputs}
+    for name in OUTPUT_FOLDERS:
+        stale = [path for path in sorted((folder / name).rglob("*")) if path.is_file() and path.resolve() not in kept]
+        for path in stale:
+            path.unlink()
+        if stale:
+            logger.info("%s: removed %d file(s) of an earlier evaluation from %s/", folder, len(stale), name)
     with atomic_write(folder / SCORES_NAME) as handle:
         writer = csv.writer(handle)
         writer.writerow(["organ", "label", "scan_id", *evaluation.metric_names, *COUNT_NAMES])
@@ -93,6 +129,8 @@ def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path) -> Non
                              *_counts(score).values()])
     write_text("\n\n".join(filter(None, [format_score_table(evaluation), skipped_scans_note(summary)])) + "\n",
                folder / TABLE_NAME)
+    files = [SCORES_NAME, TABLE_NAME, *(Path(path).resolve().relative_to(folder.resolve()).as_posix() for path in outputs)]
+    write_json({**summary, FILES_KEY: sorted(files)}, folder / SUMMARY_NAME)
 
 
 def format_value(value: float, metric: str) -> str:
