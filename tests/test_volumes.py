@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from dataloaders import volumes
 from dataloaders.dataset_metadata import intensity_statistics, write_dataset_metadata
@@ -260,3 +261,29 @@ def test_real_chaost2_scan_loads_with_all_four_organs():
     assert scan.image.shape == (37, 256, 256)
     assert np.unique(scan.labels).tolist() == [0, 1, 2, 3, 4]
     assert scan.spacing == pytest.approx((1.25, 1.25, 7.7), abs=1e-6)
+
+
+class CorruptScanReader(torch.utils.data.Dataset):
+    """Reads one scan file per item, as a worker would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return read_array(self.path)
+
+
+def test_a_data_error_in_a_loader_worker_still_ends_with_the_file_name(tmp_path):
+    folder = make_dataset(tmp_path / "DEMO", scan_ids=(1,))
+    compressed = bytearray((folder / "image_1.nii.gz").read_bytes())
+    compressed[len(compressed) // 2] ^= 0x10
+    (folder / "image_1.nii.gz").write_bytes(bytes(compressed))
+    loader = torch.utils.data.DataLoader(CorruptScanReader(folder / "image_1.nii.gz"), num_workers=1)
+    with pytest.raises(DataError) as error:
+        next(iter(loader))
+    message = str(error.value)
+    assert "DataLoader worker process 0" in message  # torch re-raises the worker's error with its traceback
+    assert message.strip().splitlines()[-1].startswith(f"utils.io.DataError: {folder / 'image_1.nii.gz'}: corrupt or truncated")
