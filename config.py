@@ -23,10 +23,10 @@ from sacred import Experiment, SETTINGS
 from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 
-from evaluation.metrics import METRIC_NAMES
+from evaluation.metrics import FEW_SHOT_METRICS, SEMI_SUPERVISED_METRICS
 from experiment.layout import RunLayout
+from models import FEW_SHOT, SEMI_SUPERVISED, model_track, original_optimizer, original_steps, uses_unlabelled
 from models import alignment_loss_weight as recipe_alignment_weight
-from models import original_optimizer, original_steps
 from utils.distributed import launched_ranks
 
 SETTINGS.CAPTURE_MODE = "sys"  # "fd" capture breaks tqdm and interleaves worker output
@@ -45,6 +45,39 @@ def _not_an_intended_type_change(record: logging.LogRecord) -> bool:
 
 logging.getLogger().addFilter(_not_an_intended_type_change)  # Sacred logs the warning on the root logger
 
+# The defaults that differ between the two tracks (few-shot episodes; semi-supervised slices as
+# SSL4MIS's scripts train them: train_mean_teacher_2D.py and train_fully_supervised_2D.py)
+TRACK_DEFAULTS = {
+    FEW_SHOT: dict(image_size=None, batch_size=1, sgd_lr=1e-3, weight_decay=5e-4, lr_schedule="step",
+                   validate_every=5000, checkpoint_every=1000, metrics=FEW_SHOT_METRICS),
+    # SSL4MIS: 256 x 256 patches, batch 24 (12 labelled + 12 unlabelled where a method uses unlabelled
+    # slices), SGD lr 0.01, weight decay 1e-4, poly decay, validation every 200 iterations
+    SEMI_SUPERVISED: dict(image_size=256, batch_size=24, sgd_lr=1e-2, weight_decay=1e-4, lr_schedule="poly",
+                          validate_every=200, checkpoint_every=1000, metrics=SEMI_SUPERVISED_METRICS),
+}
+# The `cpu` profile's schedule per track. Few-shot: from the CHAOST2 learning curves (the `cpu`
+# named config says which). Semi-supervised: from the ACDC learning curves and step times of
+# docs/RESULTS.md ("Semi-supervised: the cpu profile"); 128 x 128 patches (a quarter of the
+# FLOPs), a third of SSL4MIS's batch, and the methods' iteration-dependent schedules on a clock
+# scaled to the original's 30k iterations (`schedule_clock`, docs/METHOD.md).
+CPU_PROFILE = {
+    FEW_SHOT: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=500, batch_size=1),
+    SEMI_SUPERVISED: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=200, batch_size=8,
+                          schedule_clock="scaled"),
+}
+
+
+def _track_value(model_name: str, profile: str | None, key: str):
+    """The default of `key` for a model's track under a profile (None: the originals' values)."""
+    track = model_track(model_name)
+    if profile == "cpu" and key in CPU_PROFILE[track]:
+        return CPU_PROFILE[track][key]
+    if key == "n_steps":
+        return original_steps(model_name)
+    if key == "schedule_clock":
+        return "iterations"
+    return TRACK_DEFAULTS[track][key]
+
 
 @ex.config
 def base_config():
@@ -52,11 +85,33 @@ def base_config():
     device = "auto"  # "auto" (first CUDA GPU when present, else CPU), "cpu", "cuda", "cuda:1", ...
     precision = "fp32"  # "fp32" (as both originals train), or autocast to "bf16" / "fp16" when asked
 
+    # --- model -------------------------------------------------------------------------------
+    model = dict(
+        # few-shot: psmnet | alpnet | panet | universeg; semi-supervised: supervised | mean_teacher
+        # (models/__init__.py); the name decides the track (few-shot episodes or semi-supervised slices)
+        name="psmnet",  # see above
+        # the prototype models' ResNet encoder (encoder, output_stride, feature_channels, pretrained);
+        # universeg builds its own network, reads none of them and needs pretrained=None
+        encoder="resnet101",  # resnet101 (the paper's DeepLabv3 trunk) | resnet50 | resnet18
+        output_stride=8,  # encoder output stride: 256 px slices -> 32 x 32 features
+        feature_channels=256,  # channels of the 1x1 projection after the trunk
+        # COCO DeepLabv3 weights as both originals (torchvision's deeplabv3_resnet101(pretrained=True));
+        # None: from scratch; or a local .pth file. Nothing is downloaded without network: a missing
+        # file stops training at once with the way to pass a local file or None
+        pretrained="COCO_WITH_VOC_LABELS_V1",
+    )
+    model_options = {}  # model-specific options (PSMNet: n_splits, use_psm, use_mcam, ...); empty: defaults
+    model_label = None  # name of the model variant in run names and tables; None: model["name"]
+    track = model_track(model["name"])  # "few_shot" | "semi_supervised": follows from the model (not to be set)
+
     # --- data --------------------------------------------------------------------------------
-    dataset = "DEMO"  # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py)
+    dataset = "DEMO"  # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py) | ACDC (semi-supervised only)
     data_root = None  # folder holding <dataset>/; None: $FSMIS_DATA_ROOT, else ./data
     derived_root = None  # where superpixels / indices go; None: the dataset folder if writable, else data/derived
-    image_size = None  # resize slices to this square size (CPU profiles); None: keep the preprocessed 256
+    profile = None  # compute profile, set by a named config (`cpu`): picks the track's defaults below
+    # few-shot: resize slices to this square size (None: the preprocessed 256); semi-supervised: the patch
+    # size every slice is resized to (SSL4MIS: 256); a profile may choose a smaller one
+    image_size = _track_value(model["name"], profile, "image_size")  # see above
     eval_fold = 0  # cross-validation fold (0..4) whose queries and support are held out
     support_choice = "next"  # "next" (SSL-ALPNet: the scan after the query block) | "in_block" (Q-Net family)
     setting = 1  # 1: training slices may show the test organs; 2: slices with them are removed
@@ -82,33 +137,37 @@ def base_config():
     z_margin = 0  # evaluation: query slices beyond the organ's ground-truth z-range on each side (protocol: 0)
     num_workers = 0  # DataLoader worker processes (0: load in the training process)
 
-    # --- model -------------------------------------------------------------------------------
-    model = dict(
-        name="psmnet",  # psmnet | alpnet | panet | universeg (models/__init__.py)
-        # the prototype models' ResNet encoder (encoder, output_stride, feature_channels, pretrained);
-        # universeg builds its own network, reads none of them and needs pretrained=None
-        encoder="resnet101",  # resnet101 (the paper's DeepLabv3 trunk) | resnet50 | resnet18
-        output_stride=8,  # encoder output stride: 256 px slices -> 32 x 32 features
-        feature_channels=256,  # channels of the 1x1 projection after the trunk
-        # COCO DeepLabv3 weights as both originals (torchvision's deeplabv3_resnet101(pretrained=True));
-        # None: from scratch; or a local .pth file. Nothing is downloaded without network: a missing
-        # file stops training at once with the way to pass a local file or None
-        pretrained="COCO_WITH_VOC_LABELS_V1",
-    )
-    model_options = {}  # model-specific options (PSMNet: n_splits, use_psm, use_mcam, ...); empty: defaults
-    model_label = None  # name of the model variant in run names and tables; None: model["name"]
+    # --- semi-supervised track (docs/PROTOCOL.md, "Semi-supervised segmentation") -------------------
+    # ACDC: labelled patients, SSL4MIS's subsets (3, 7, 14, 21, 28, 35; 140 or "all": every training slice)
+    labelled_patients = 7  # see above
+    # volume datasets (CHAOST2, SABS, CMR, DEMO): labelled training scans of the fold; 1 is the scan the
+    # few-shot protocol uses as the support, so that both tracks spend the same labels; "all": every one
+    labelled_scans = 1  # see above
+    # labelled slices per batch, the rest unlabelled (SSL4MIS: 12 of 24); a method without unlabelled slices: all
+    labelled_batch_size = _track_value(model["name"], profile, "batch_size") // (2 if uses_unlabelled(model["name"]) else 1)
+    # the iteration a method's schedules (consistency ramp-up, start of a term) read: "iterations" (the
+    # loop's, as the originals) | "scaled" (the original script's iteration at the same fraction of training)
+    schedule_clock = _track_value(model["name"], profile, "schedule_clock")  # see above
+    original_n_steps = original_steps(model["name"])  # the original script's iterations (for "scaled")
+    # evaluation of the semi-supervised track: "ssl4mis" (an empty prediction scores 0 on every metric, as
+    # SSL4MIS's validation; evaluation/volume_scoring.py) | "project" (this project's rules, evaluation/metrics.py)
+    metric_rules = "ssl4mis"  # see above
 
     # --- optimisation --------------------------------------------------------------------------
-    n_steps = original_steps(model["name"])  # training episodes; the model's own (PSMnet 50k, SSL-ALPNet 100k)
-    batch_size = 1  # episodes per step
+    # training steps; the model's own (PSMnet 50k, SSL-ALPNet 100k, SSL4MIS 30k) or the profile's
+    n_steps = _track_value(model["name"], profile, "n_steps")  # see above
+    batch_size = _track_value(model["name"], profile, "batch_size")  # episodes or slices per step
     # the model's own: "sgd" (PSMnet, SSL-ALPNet, PANet) | "adamw" (UniverSeg, Adam in its paper)
     optimizer = original_optimizer(model["name"])  # see above (experiment/optimisation.py)
     # initial learning rate per optimiser; lr is the entry of `optimizer` unless given, so a profile
     # that changes SGD's (`cpu`) leaves UniverSeg's Adam rate alone, whatever the order of named configs
-    learning_rates = dict(sgd=1e-3, adamw=1e-4)
+    learning_rates = dict(sgd=_track_value(model["name"], profile, "sgd_lr"), adamw=1e-4)  # SGD: 1e-3, SSL4MIS 1e-2
     lr = learning_rates.get(optimizer)  # learning rate (see above)
     momentum = 0.9  # SGD momentum
-    weight_decay = 5e-4  # weight decay
+    weight_decay = _track_value(model["name"], profile, "weight_decay")  # few-shot 5e-4, SSL4MIS 1e-4
+    # "step": decay by lr_decay every lr_decay_every steps (few-shot) | "poly": SSL4MIS's (1 - i / n_steps) ^ power
+    lr_schedule = _track_value(model["name"], profile, "lr_schedule")  # see above
+    poly_power = 0.9  # SSL4MIS's poly exponent
     warmup_steps = 0  # linear learning-rate warm-up before the step decay (0: none, as the originals)
     lr_decay = 0.95  # multiply the learning rate by this ...
     lr_decay_every = 1000  # ... every this many steps
@@ -128,16 +187,20 @@ def base_config():
     run_name = None  # None: <dataset>_setting<k>[_group<g>]_<model>_fold<f>
     resume = True  # continue from run_name's last checkpoint when there is one
     log_every = 50  # steps between loss / lr scalars in tensorboard
-    checkpoint_every = 1000  # steps between checkpoints (one is always written at the end)
-    validate_every = 5000  # steps between validation Dice evaluations (0: never)
-    n_validation_scans = 2  # training scans used as validation queries (their labels are only logged)
+    checkpoint_every = _track_value(model["name"], profile, "checkpoint_every")  # steps between checkpoints (and at the end)
+    # steps between validation Dice evaluations (0: never); the semi-supervised track keeps the best one's weights
+    validate_every = _track_value(model["name"], profile, "validate_every")  # see above
+    # training scans used as validation queries (their labels are only logged); volume datasets' semi-supervised
+    # validation volumes
+    n_validation_scans = 2  # see above
     eval_batch_size = 16  # query slices per forward pass at evaluation
-    checkpoint = None  # test.py: checkpoint to evaluate; None: runs_root/run_name/checkpoints/last.pth
+    checkpoint = None  # test.py: checkpoint to evaluate; None: the run's last.pth (semi-supervised: best.pth)
     # test.py: evaluate a dataset / setting / label_group / eval_fold other than the checkpoint's (warned, recorded)
     allow_config_mismatch = False
     save_predictions = False  # test.py: write predicted NIfTI volumes with the scans' geometry
     save_overlays = False  # test.py: write PNG overlays of prediction and ground truth
-    metrics = list(METRIC_NAMES)  # test.py: scores to compute (evaluation/metrics.py); validation uses Dice only
+    # test.py: scores to compute (evaluation/metrics.py); validation uses Dice only
+    metrics = list(_track_value(model["name"], profile, "metrics"))  # see above
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -162,6 +225,12 @@ def cmr():
 
 
 @ex.named_config
+def acdc():
+    # ACDC cardiac cine MRI in SSL4MIS's layout (semi-supervised track): RV, myocardium, LV.
+    dataset = "ACDC"
+
+
+@ex.named_config
 def demo():
     # The synthetic abdominal-MRI-like demo dataset (scripts/make_demo_data.py).
     dataset = "DEMO"
@@ -183,7 +252,7 @@ def setting2():
 
 
 @ex.named_config
-def supervised():
+def base_classes():
     # Classic few-shot: train on the manual labels of the organs that are not tested.
     training_mode = "supervised"
 
@@ -245,6 +314,31 @@ def universeg():
     dice_loss_weight = 1.0
 
 
+# --- semi-supervised methods (SSL4MIS's recipe: the track's defaults in the base config) ------------
+
+
+@ex.named_config
+def supervised():
+    # The lower bound: a U-Net trained on the labelled slices alone (SSL4MIS train_fully_supervised_2D.py
+    # with the labelled subset).
+    model = dict(name="supervised")
+
+
+@ex.named_config
+def fully_supervised():
+    # The upper bound: every training slice labelled (SSL4MIS train_fully_supervised_2D.py, all 70 patients).
+    model = dict(name="supervised")
+    model_label = "fully_supervised"
+    labelled_patients = "all"
+    labelled_scans = "all"
+
+
+@ex.named_config
+def mean_teacher():
+    # Mean Teacher as SSL4MIS's train_mean_teacher_2D.py (models/mean_teacher.py).
+    model = dict(name="mean_teacher")
+
+
 # --- compute profiles --------------------------------------------------------------------------
 
 
@@ -259,17 +353,15 @@ def cpu():
     # measured (docs/RESULTS.md#demo, #chaost2): without pretrained weights and with ~1k steps, lr
     # 1e-3 learns too slowly, a background weight of 0.05 makes the model mark most of the slice
     # foreground, and without the alignment loss PSMnet under-segments; the same recipe for every
-    # model.
+    # model. Semi-supervised methods keep SSL4MIS's optimisation (its SGD rate is 1e-2 already) on a
+    # smaller schedule: CPU_PROFILE above. The sizes and schedules of both tracks are in CPU_PROFILE.
+    profile = "cpu"
     device = "cpu"
-    image_size = 128
     model = dict(encoder="resnet18", pretrained=None)
     learning_rates = dict(sgd=1e-2)  # SGD's; UniverSeg's AdamW keeps 1e-4 (base config)
     class_weights = [1.0, 1.0]
     loss_recipe = "with_alignment"
-    n_steps = 3000
     lr_decay_every = 200
-    checkpoint_every = 250
-    validate_every = 500
     log_every = 20
 
 

@@ -26,13 +26,17 @@ from tqdm import tqdm
 from config import ex
 from evaluation.reports import (OVERLAYS_FOLDER, PREDICTIONS_FOLDER, SUMMARY_NAME, begin_evaluation, format_score_table,
                                 skipped_scans_note, summarize, write_evaluation)
+from dataloaders.acdc import ACDC_NAME
 from evaluation.scoring import evaluate_episodes
+from evaluation.volume_scoring import empty_prediction_counts, evaluate_volumes
 from experiment.assembly import absent_test_organs, fold_data, load_trained_model, test_episodes
 from experiment.config_checks import check_evaluation_config
 from experiment.layout import RunLayout
 from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
+from experiment.semi_supervised_assembly import labelled_count, semi_supervised_data
+from models import SEMI_SUPERVISED
 from utils.checkpoint import CheckpointError
-from utils.io import file_sha256, write_image, write_png
+from utils.io import write_image, write_png
 from utils.run_lock import RunLock
 from utils.runtime import check_precision, select_device
 from utils.tensorboard_panels import test_episode_panel
@@ -47,7 +51,10 @@ RGB_MAX = 255
 def test(_config, _run, model_options):  # model_options captured so `model_options.x=...` may add keys
     requested = dict(_config)
     check_evaluation_config(requested)
-    checkpoint_path = Path(requested["checkpoint"] or RunLayout.of(requested).last_checkpoint)
+    semi_supervised = requested["track"] == SEMI_SUPERVISED
+    requested_run = RunLayout.of(requested)  # semi-supervised: the best validation's weights, as SSL4MIS tests
+    default_checkpoint = requested_run.best_checkpoint if semi_supervised else requested_run.last_checkpoint
+    checkpoint_path = Path(requested["checkpoint"] or default_checkpoint)
     run = evaluation_run(checkpoint_path, requested)  # the checkpoint's own run, never another's
     device = select_device(requested["device"])
     precision = check_precision(requested["precision"])
@@ -57,6 +64,8 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     check_same_model(trained.config, requested, checkpoint_path)
     config, mismatches = bind_to_checkpoint(trained.config, requested, _run.config_modifications.modified,
                                             checkpoint_path)
+    if semi_supervised:
+        return test_semi_supervised(trained, config, mismatches, run, device, precision, _run)
 
     # --- the fold's test episodes, at the resolution the model was trained at ----------------------
     data = fold_data({**config, "image_size": trained.config["image_size"]})
@@ -66,11 +75,10 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     # --- segment and score --------------------------------------------------------------------------
     evaluation = evaluate_episodes(trained.model, episodes, device, precision, config["eval_batch_size"],
                                    config["metrics"], progress=lambda items: tqdm(items, desc="test episodes"))
-    # the digest of the bytes the model was loaded from (utils.checkpoint.FILE_SHA256_KEY); until
-    # TrainedModel carries it (experiment/assembly.py), the file is hashed again
-    checkpoint_sha256 = getattr(trained, "checkpoint_sha256", None) or file_sha256(checkpoint_path)
+    # the provenance carries the digest of exactly the bytes the model was loaded from
     summary = summarize(evaluation, evaluation_provenance(checkpoint_path, trained.step, trained.config, config,
-                                                          mismatches, checkpoint_sha256=checkpoint_sha256), skipped)
+                                                          mismatches, checkpoint_sha256=trained.checkpoint_sha256),
+                        skipped)
     title = (f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} "
              f"at step {trained.step}, {config['n_support_slices']} support slice(s) per scan and chunk")
     print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")
@@ -89,6 +97,54 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     _run.info["summary"] = str(output_dir / SUMMARY_NAME)
     logger.info("wrote %s", output_dir)
     return summary["mean_dice"]
+
+
+def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout, device, precision: str, _run) -> float:
+    """The semi-supervised track's evaluation: every test volume slice by slice at the patch size the
+    model was trained with, every class scored (evaluation/volume_scoring.py), written as the
+    few-shot evaluations are."""
+    data = semi_supervised_data(config)
+    volumes = data.evaluation_volumes(data.test_ids)
+    evaluation = evaluate_volumes(trained.model, volumes, data.classes, trained.config["image_size"], device,
+                                  precision, config["eval_batch_size"], config["metrics"], config["metric_rules"],
+                                  progress=lambda items: tqdm(items, desc="test volumes"))
+    provenance = evaluation_provenance(trained.checkpoint, trained.step, trained.config, config, mismatches,
+                                       checkpoint_sha256=trained.checkpoint_sha256)
+    summary = {**summarize(evaluation, provenance), "metric_rules": config["metric_rules"],
+               "distance_unit": volumes[0].distance_unit, "empty_predictions": empty_prediction_counts(evaluation),
+               "labelled": labelled_count(trained.config)}
+    split = "" if data.name == ACDC_NAME else f"fold {config['eval_fold']} "
+    unit = "patients" if data.name == ACDC_NAME else "scans"
+    title = (f"{data.name} {split}test set ({len(volumes)} volumes), {summary['model_label']} with "
+             f"{summary['labelled']} labelled {unit}, step {trained.step}; distances in "
+             f"{summary['distance_unit']}, empty predictions scored by the {config['metric_rules']} rules")
+    print("\n" + title + "\n" + format_score_table(evaluation, per_scan=False) + "\n")
+    output_dir = run.evaluation(config["eval_fold"], trained.checkpoint)
+    with RunLock(output_dir, "test.py"):
+        begin_evaluation(output_dir)
+        outputs = (save_label_maps(volumes, evaluation, data.classes, output_dir / PREDICTIONS_FOLDER)
+                   if config["save_predictions"] else [])
+        write_evaluation(evaluation, summary, output_dir, outputs)
+    _run.info["summary"] = str(output_dir / SUMMARY_NAME)
+    logger.info("wrote %s", output_dir)
+    return summary["mean_dice"]
+
+
+def save_label_maps(volumes, evaluation, classes: dict[int, str], folder: Path) -> list[Path]:
+    """One label-map NIfTI per test volume (the scan's geometry where known, else the voxel grid); their paths."""
+    paths = []
+    for volume in volumes:
+        label_map = np.zeros(volume.label.shape, dtype=np.uint8)
+        for label in classes:
+            label_map[evaluation.predictions[(label, volume.case_id)].numpy()] = label
+        image = sitk.GetImageFromArray(label_map)
+        if volume.scan is not None:
+            image.SetSpacing(volume.scan.spacing)
+            image.SetOrigin(volume.scan.origin)
+            image.SetDirection(volume.scan.direction)
+        paths.append(folder / f"prediction_{volume.case_id}.nii.gz")
+        write_image(image, paths[-1])
+    return paths
 
 
 def check_same_model(trained: dict, requested: dict, path: Path) -> None:

@@ -38,7 +38,7 @@ EXCLUDED_GROUP = 1  # Setting-2 group removed from supervised training (the kidn
 # named configs and updates of the two training modes (the superpixel one in Setting 1)
 TRAINING_MODES = {
     "superpixel": (["setting1"], {}),
-    "supervised": (["setting2", "supervised"], {"label_group": EXCLUDED_GROUP}),
+    "supervised": (["setting2", "base_classes"], {"label_group": EXCLUDED_GROUP}),
 }
 
 

@@ -11,13 +11,19 @@ Undefined values are NaN, never 0 or 1 (docs/PROTOCOL.md, "Metric"):
 | metric | NaN when |
 |---|---|
 | dice | prediction and truth both empty |
+| jaccard | prediction and truth both empty |
 | precision | prediction empty |
 | recall | truth empty |
-| hd95, assd | prediction or truth empty (no surface to measure from) |
+| hd95, assd, asd | prediction or truth empty (no surface to measure from) |
 
 In the protocol the truth is never empty (query slices are the organ's ground-truth z-range), so
 Dice is always defined and an empty prediction scores 0; HD95 and ASSD of an empty prediction are
 NaN, skipped by the averages and counted in the summary (`undefined`).
+
+The few-shot track reports FEW_SHOT_METRICS (its papers' Dice, with precision, recall, HD95 and
+ASSD); the semi-supervised track SEMI_SUPERVISED_METRICS, SSL4MIS's Dice, Jaccard, HD95 and ASD
+(MedPy's one-directional average surface distance), under SSL4MIS's rule for an empty prediction
+when `metric_rules="ssl4mis"` (evaluation/volume_scoring.py; docs/PROTOCOL.md).
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evaluation.overlap import overlap_counts
-from evaluation.surface_distance import average_symmetric_surface_distance, hausdorff_distance_95
+from evaluation.surface_distance import (average_surface_distance, average_symmetric_surface_distance,
+                                        hausdorff_distance_95)
 
 Spacing = Sequence[float]
 FRACTION = "%"  # a ratio in [0, 1], printed as a percentage
@@ -58,6 +65,11 @@ def dice(prediction: np.ndarray, truth: np.ndarray, spacing: Spacing) -> float:
     return overlap_counts(prediction, truth).dice
 
 
+def jaccard(prediction: np.ndarray, truth: np.ndarray, spacing: Spacing) -> float:
+    """3D Jaccard (intersection over union): TP / (TP + FP + FN) over the whole block."""
+    return overlap_counts(prediction, truth).jaccard
+
+
 def precision(prediction: np.ndarray, truth: np.ndarray, spacing: Spacing) -> float:
     """TP / (TP + FP) over the whole block."""
     return overlap_counts(prediction, truth).precision
@@ -74,8 +86,12 @@ METRICS: dict[str, Metric] = {
     "recall": Metric(recall, FRACTION),
     "hd95": Metric(hausdorff_distance_95, MILLIMETRES, higher_is_better=False),
     "assd": Metric(average_symmetric_surface_distance, MILLIMETRES, higher_is_better=False),
+    "jaccard": Metric(jaccard, FRACTION),
+    "asd": Metric(average_surface_distance, MILLIMETRES, higher_is_better=False),
 }
-METRIC_NAMES = tuple(METRICS)
+FEW_SHOT_METRICS = ("dice", "precision", "recall", "hd95", "assd")
+SEMI_SUPERVISED_METRICS = ("dice", "jaccard", "hd95", "asd")
+METRIC_NAMES = FEW_SHOT_METRICS  # the few-shot evaluation's default
 
 
 def check_metric_names(names: Sequence[str]) -> tuple[str, ...]:

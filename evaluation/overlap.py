@@ -35,6 +35,11 @@ class OverlapCounts:
         return _ratio(2 * self.true_positives, 2 * self.true_positives + self.false_positives + self.false_negatives)
 
     @property
+    def jaccard(self) -> float:
+        """TP / (TP + FP + FN); NaN when prediction and truth are both empty."""
+        return _ratio(self.true_positives, self.true_positives + self.false_positives + self.false_negatives)
+
+    @property
     def precision(self) -> float:
         """TP / (TP + FP); NaN when the prediction is empty."""
         return _ratio(self.true_positives, self.true_positives + self.false_positives)

@@ -138,9 +138,10 @@ def format_value(value: float, metric: str) -> str:
     return "n/a" if math.isnan(value) else f"{METRICS[metric].scale * value:.2f}"
 
 
-def format_score_table(evaluation: Evaluation) -> str:
-    """Markdown: one row per organ, Dice per query scan, then the organ mean of every metric."""
-    scan_ids = sorted({score.scan_id for score in evaluation.scores})
+def format_score_table(evaluation: Evaluation, per_scan: bool = True) -> str:
+    """Markdown: one row per organ, Dice per query scan (unless `per_scan` is False), then the organ
+    mean of every metric."""
+    scan_ids = sorted({score.scan_id for score in evaluation.scores}) if per_scan else []
     by_key = {(score.organ, score.scan_id): score for score in evaluation.scores}
     means = {metric: evaluation.organ_means(metric) for metric in evaluation.metric_names}
     metric_headers = [f"{metric} ({METRICS[metric].unit})" for metric in evaluation.metric_names]

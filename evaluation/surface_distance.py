@@ -80,3 +80,13 @@ def average_symmetric_surface_distance(prediction: np.ndarray, truth: np.ndarray
     if distances is None:
         return math.nan
     return float(np.concatenate(distances).mean())
+
+
+def average_surface_distance(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> float:
+    """MedPy's `asd` (which SSL4MIS's test script reports as ASD): the mean distance from the
+    prediction's surface voxels to the truth's surface, one direction only (mm, or voxels with unit
+    spacing); NaN when either mask is empty."""
+    distances = surface_distances(prediction, truth, spacing)
+    if distances is None:
+        return math.nan
+    return float(distances[0].mean())

@@ -29,8 +29,9 @@ from dataloaders.folds import FoldSplit, fold_split
 from dataloaders.specs import DatasetSpec, get_spec
 from dataloaders.volumes import Scan, load_scans
 from evaluation.episodes import TestEpisode, fold_test_episodes, query_scans_without_organ
-from models import build_model
-from utils.checkpoint import load_checkpoint, load_model_weights
+from experiment.semi_supervised_assembly import build_method
+from models import SEMI_SUPERVISED, build_model, model_track, original_steps
+from utils.checkpoint import FILE_SHA256_KEY, load_checkpoint, load_model_weights
 from utils.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ logger = logging.getLogger(__name__)
 # earlier versions used, as constants, for keys added since (so such runs still resume and load).
 RENAMED_KEYS = {"min_foreground_area": ("min_superpixel_area", "min_supervised_foreground_area")}
 EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0, "optimizer": "sgd", "warmup_steps": 0,
-                     "n_support_slices": 1}
+                     "n_support_slices": 1,
+                     # keys added with the semi-supervised track, at the values every few-shot run had
+                     "track": "few_shot", "lr_schedule": "step", "poly_power": 0.9, "labelled_patients": 7,
+                     "labelled_scans": 1, "schedule_clock": "iterations", "metric_rules": "ssl4mis"}
+# keys added since whose earlier value was another key's: {new key: the key it equals}
+EARLIER_COPIES = {"labelled_batch_size": "batch_size"}
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,10 @@ def _absent_organs(config: dict, data: FoldData, split: FoldSplit) -> dict[str, 
 
 
 def build_model_from_config(config: dict) -> torch.nn.Module:
-    """A new model as `config["model"]` and `config["model_options"]` describe it."""
+    """A new model (few-shot) or method (semi-supervised) as `config["model"]` and
+    `config["model_options"]` describe it."""
+    if model_track(config["model"]["name"]) == SEMI_SUPERVISED:
+        return build_method(config)
     return build_model(**config["model"], **config["model_options"])
 
 
@@ -154,6 +163,7 @@ class TrainedModel:
     config: dict
     step: int
     checkpoint: Path
+    checkpoint_sha256: str  # of exactly the bytes the weights were loaded from
 
 
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> TrainedModel:
@@ -163,7 +173,7 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
     config = upgrade_saved_config(state["config"])
     model = build_model_from_config(config).to(device)
     load_model_weights(model, state["model"], checkpoint)
-    return TrainedModel(model, config, state["step"], checkpoint)
+    return TrainedModel(model, config, state["step"], checkpoint, state[FILE_SHA256_KEY])
 
 
 def upgrade_saved_config(config: dict) -> dict:
@@ -176,4 +186,7 @@ def upgrade_saved_config(config: dict) -> dict:
                 upgraded.setdefault(new, value)
     for key, value in EARLIER_CONSTANTS.items():
         upgraded.setdefault(key, value)
+    for key, source in EARLIER_COPIES.items():
+        upgraded.setdefault(key, upgraded[source])
+    upgraded.setdefault("original_n_steps", original_steps(upgraded["model"]["name"]))
     return upgraded

@@ -13,15 +13,22 @@ from __future__ import annotations
 import math
 import numbers
 
+from dataloaders.acdc import ACDC_NAME, labelled_slice_count
 from dataloaders.experiment_data import TRAINING_MODES, tested_labels
 from dataloaders.folds import fold_split
 from dataloaders.slice_selection import EXCLUSION_RULES
+from dataloaders.semi_supervised_data import ALL_LABELLED, semi_supervised_fold
 from dataloaders.specs import get_spec
 from evaluation.metrics import check_metric_names
 from experiment.layout import check_run_name
-from experiment.optimisation import OPTIMIZERS
-from models import check_alignment_weight, image_size_multiple, minimum_feature_size
+from evaluation.volume_scoring import METRIC_RULES
+from experiment.optimisation import LR_SCHEDULES, OPTIMIZERS
+from models import (SEMI_SUPERVISED, check_alignment_weight, image_size_multiple, minimum_feature_size, model_track,
+                    uses_unlabelled)
+from utils.distributed import launched_ranks
 from utils.runtime import check_precision
+
+SCHEDULE_CLOCKS = ("iterations", "scaled")
 
 # key -> smallest valid integer, for counts that train.py uses (no upper bound)
 TRAINING_COUNTS = {
@@ -53,6 +60,9 @@ class ConfigError(ValueError):
 def check_evaluation_config(config: dict) -> None:
     """The keys test.py and validation read: run name, counts, dataset and fold, setting, precision, metrics."""
     check_run_name_config(config)
+    if model_track(config["model"]["name"]) == SEMI_SUPERVISED:
+        _check_semi_supervised_evaluation(config)
+        return
     _check_counts(config, EVALUATION_COUNTS)
     spec = get_spec(config["dataset"])
     fold_split(spec, config["eval_fold"], config["n_shots"], config["support_choice"])
@@ -75,6 +85,10 @@ def check_run_name_config(config: dict) -> None:
 def check_training_config(config: dict) -> None:
     """Everything `check_evaluation_config` checks, and the keys only training reads."""
     check_evaluation_config(config)
+    if model_track(config["model"]["name"]) == SEMI_SUPERVISED:
+        _check_semi_supervised_training(config)
+        return
+    _check_lr_schedule(config)
     _check_counts(config, TRAINING_COUNTS)
     _check_choice(config, "training_mode", TRAINING_MODES)
     _check_choice(config, "exclusion_rule", EXCLUSION_RULES)
@@ -97,6 +111,65 @@ def check_training_config(config: dict) -> None:
                           f"[background, foreground]")
     _check_validation_scans(config)
     _check_image_size(config)
+
+
+def _check_semi_supervised_evaluation(config: dict) -> None:
+    """Dataset (ACDC or a volume dataset), fold, counts, precision, metrics and their rules."""
+    _check_counts(config, {"eval_batch_size": 1, "n_validation_scans": 1})
+    _check_choice(config, "metric_rules", METRIC_RULES)
+    check_precision(config["precision"])
+    check_metric_names(config["metrics"])
+    if config["dataset"] == ACDC_NAME:
+        if config["eval_fold"] != 0:
+            raise ConfigError(f"config: eval_fold={config['eval_fold']!r}: ACDC has one split (SSL4MIS's lists), "
+                              f"fold 0")
+        try:
+            if config["labelled_patients"] != ALL_LABELLED:
+                labelled_slice_count(config["labelled_patients"])
+        except ValueError as error:
+            raise ConfigError(f"config: {error}") from None
+        return
+    spec = get_spec(config["dataset"])
+    try:
+        semi_supervised_fold(spec, config["eval_fold"], config["labelled_scans"], config["n_validation_scans"])
+    except ValueError as error:
+        raise ConfigError(f"config: {error}") from None
+
+
+def _check_semi_supervised_training(config: dict) -> None:
+    """Counts, batch shares, optimiser and schedule of a semi-supervised run (single process)."""
+    _check_counts(config, {key: TRAINING_COUNTS[key] for key in
+                           ("n_steps", "batch_size", "log_every", "checkpoint_every", "validate_every", "num_workers")})
+    _check_counts(config, {"labelled_batch_size": 1, "original_n_steps": 1})
+    _check_choice(config, "optimizer", OPTIMIZERS)
+    _check_choice(config, "schedule_clock", SCHEDULE_CLOCKS)
+    _check_lr_schedule(config)
+    for key in ("weight_decay", "momentum"):
+        if not _is_number(config[key]) or config[key] < 0:
+            raise ConfigError(f"config: {key}={config[key]!r} is out of range: expected a number >= 0")
+    if not _is_number(config["lr"]) or not config["lr"] > 0:
+        raise ConfigError(f"config: lr={config['lr']!r} is out of range: expected a number > 0")
+    name, labelled, batch = config["model"]["name"], config["labelled_batch_size"], config["batch_size"]
+    if not uses_unlabelled(name) and labelled != batch:
+        raise ConfigError(f"config: labelled_batch_size={labelled} of batch_size={batch} leaves {batch - labelled} "
+                          f"unlabelled slices per batch, but {name!r} trains on labelled slices only; pass "
+                          f"labelled_batch_size={batch}")
+    if uses_unlabelled(name) and not 1 <= labelled < batch:
+        raise ConfigError(f"config: labelled_batch_size={labelled} is out of range for {name!r}: expected 1.."
+                          f"{batch - 1} (batch_size {batch} less at least one unlabelled slice)")
+    multiple = image_size_multiple(name, config["model_options"])
+    size = config["image_size"]
+    if not _is_integer(size) or size < multiple or size % multiple:
+        raise ConfigError(f"config: image_size={size!r} is out of range: {name} needs a positive multiple of "
+                          f"{multiple} (its U-Net pools four times)")
+    if launched_ranks().distributed:
+        raise ConfigError("the semi-supervised track trains in one process; run train.py without torchrun")
+
+
+def _check_lr_schedule(config: dict) -> None:
+    _check_choice(config, "lr_schedule", LR_SCHEDULES)
+    if not _is_number(config["poly_power"]) or config["poly_power"] <= 0:
+        raise ConfigError(f"config: poly_power={config['poly_power']!r} is out of range: expected a number > 0")
 
 
 def _check_validation_scans(config: dict) -> None:

@@ -3,7 +3,8 @@
 train.py logs every loss term under `loss/<name>` and their sum under `loss/total` every
 `log_every` steps, the learning rate under `lr`, and the validation Dice of every organ under
 `validation_dice/<organ>` every `validate_every` steps (on training scans whose labels are never
-trained on). `fold_curves` reads one table row (a run prefix, or Setting-2 group prefixes joined by
+trained on; semi-supervised: per class on the validation volumes, and the best mean so far under
+`validation_dice/best_mean`), and a method's own values (its consistency weight) under `method/<name>`. `fold_curves` reads one table row (a run prefix, or Setting-2 group prefixes joined by
 '+') back as per-fold curves; scripts/summarize_curves.py prints them as tables and
 scripts/make_figures.py plots them.
 """
@@ -22,6 +23,8 @@ VALIDATION_DICE_PREFIX = "validation_dice/"
 LOSS_PREFIX = "loss/"
 TOTAL_LOSS_TAG = "loss/total"
 LEARNING_RATE_TAG = "lr"
+SCALAR_PREFIX = "method/"  # other values a method logs (e.g. method/consistency_weight)
+BEST_VALIDATION_TAG = "validation_dice/best_mean"  # semi-supervised: the best mean validation Dice so far
 KEEP_ALL_SCALARS = {SCALARS: 0}  # EventAccumulator subsamples scalars unless told to keep them all
 # A resumed run's events restart at its checkpoint's step; the accumulator drops the interrupted
 # run's later points (as tensorboard does) and warns once per run about it: expected, not news.
@@ -36,6 +39,10 @@ def validation_dice_tag(organ: str) -> str:
 
 def loss_tag(name: str) -> str:
     return f"{LOSS_PREFIX}{name}"
+
+
+def scalar_tag(name: str) -> str:
+    return f"{SCALAR_PREFIX}{name}"
 
 
 def read_scalar_events(event_dir: Path) -> dict[str, list[ScalarEvent]]:

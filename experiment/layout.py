@@ -3,6 +3,7 @@
     <runs_root>/<run_name>/
         checkpoints/last.pth        the newest training state (written every checkpoint_every steps)
         checkpoints/initial.pth     the untrained weights, the baseline a trained model must beat
+        checkpoints/best.pth        semi-supervised track: the weights of the best validation mean Dice
         checkpoints/<other>.pth     any other checkpoint copied there by hand
         tensorboard/                training losses, learning rate, validation Dice, image panels
         sacred/<id>/                Sacred's record of every train.py / test.py call (config, log, result)
@@ -15,9 +16,10 @@
 An evaluation always lives in the run folder of the checkpoint it scored (`RunLayout.of_checkpoint`),
 so that one run's scores never land in another's.
 
-`run_name` defaults to `<dataset>_setting<s>[_group<g>]_<model label>_fold<k>`, so the five folds
-of one method share the prefix `<dataset>_setting<s>[_group<g>]_<model label>` that the fold
-tables and learning curves take as a row.
+`run_name` defaults to `<dataset>_setting<s>[_group<g>]_<model label>_fold<k>` (few-shot) or
+`<dataset>_<model label>_labelled<n>_fold<k>` (semi-supervised; ACDC has the one fold 0, SSL4MIS's
+split), so the five folds of one method share the prefix that the fold tables and learning curves
+take as a row.
 """
 from __future__ import annotations
 
@@ -26,11 +28,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dataloaders.acdc import ACDC_NAME
+from models import SEMI_SUPERVISED
 from utils.io import read_json
 
 CHECKPOINT_FOLDER = "checkpoints"
 LAST_CHECKPOINT_NAME = "last.pth"
 INITIAL_CHECKPOINT_NAME = "initial.pth"
+BEST_CHECKPOINT_NAME = "best.pth"  # semi-supervised track: the weights of the best validation Dice
 TENSORBOARD_FOLDER = "tensorboard"
 SACRED_FOLDER = "sacred"
 EVALUATION_PREFIX = "evaluation_fold"
@@ -55,8 +60,11 @@ def run_name(config: dict) -> str:
     one folder name inside runs_root (`check_run_name`)."""
     if config.get("run_name"):
         return check_run_name(config["run_name"])
-    group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
     model_label = check_run_name(config.get("model_label") or config["model"]["name"], "model_label")
+    if config.get("track") == SEMI_SUPERVISED:
+        labelled = config["labelled_patients"] if config["dataset"] == ACDC_NAME else config["labelled_scans"]
+        return f"{config['dataset']}_{model_label}_labelled{labelled}_fold{config['eval_fold']}"
+    group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
     return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
 
 
@@ -82,6 +90,10 @@ class RunLayout:
     @property
     def last_checkpoint(self) -> Path:
         return self.folder / CHECKPOINT_FOLDER / LAST_CHECKPOINT_NAME
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT_FOLDER / BEST_CHECKPOINT_NAME
 
     @property
     def initial_checkpoint(self) -> Path:

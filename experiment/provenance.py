@@ -34,8 +34,9 @@ BOOKKEEPING_KEYS = frozenset({
     # resumes under a new label, scripts/extend_runs.py)
     "model_label",
     # keys that only choose the default of another key, which every config records resolved and which
-    # is compared itself (learning_rates -> lr; configs of earlier versions lack them)
-    "learning_rates",
+    # is compared itself (learning_rates -> lr; profile -> n_steps, image_size, ...; the model's name ->
+    # track, original_n_steps; configs of earlier versions lack them)
+    "learning_rates", "profile", "track", "original_n_steps",
 })
 # what test.py takes from the checkpoint's training config rather than from the request
 BOUND_KEYS = ("dataset", "setting", "label_group", "eval_fold")

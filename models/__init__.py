@@ -8,6 +8,12 @@ reads no encoder argument (it refuses pretrained weights, which it has none of).
 records how the model's original code trains it (alignment loss weight, number of steps,
 optimiser), which config.py uses as defaults, and whether the model has PANet's alignment branch at all: a model
 without one gets weight 0 from every loss recipe and refuses any other (`check_alignment_weight`).
+
+The semi-supervised methods (models/semi_supervised.py) have a registry of their own,
+`SEMI_SUPERVISED_REGISTRY`: a method is one file in models/ and one line there;
+`build_semi_supervised_method(name, in_channels, n_classes, **options)` builds it, and
+`model_track(name)` says which track (few-shot episodes or semi-supervised batches) a name trains
+in. The option helpers below (`model_options`, `original_steps`, ...) answer for both registries.
 """
 from __future__ import annotations
 
@@ -21,13 +27,19 @@ import torch.nn as nn
 from models.alpnet import ALPNet, ALPNetOptions
 from models.base import FewShotOutput, FewShotSegmenter
 from models.encoder import ResNetEncoder
+from models.mean_teacher import MeanTeacher, MeanTeacherOptions
 from models.panet import PANet, PANetOptions
 from models.psmnet import PSMNet, PSMNetOptions
+from models.semi_supervised import SemiSupervisedMethod
+from models.supervised_segmentation import SupervisedOptions, SupervisedSegmentation
+from models.unet import DOWNSAMPLING as UNET_DOWNSAMPLING
 from models.universeg import UniverSeg, UniverSegOptions
 
 ORIGINAL = "original"
 WITH_ALIGNMENT = "with_alignment"
 LOSS_RECIPES = (ORIGINAL, WITH_ALIGNMENT)
+FEW_SHOT = "few_shot"  # episodic training of a support/query model (train.py's episodes)
+SEMI_SUPERVISED = "semi_supervised"  # labelled + unlabelled slice batches (train.py's two-stream batches)
 
 
 @dataclass(frozen=True)
@@ -85,10 +97,41 @@ MODEL_REGISTRY: dict[str, ModelEntry] = {
 }
 
 
-def _lookup(name: str) -> ModelEntry:
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODEL_REGISTRY)}")
-    return MODEL_REGISTRY[name]
+@dataclass(frozen=True)
+class SemiSupervisedEntry:
+    """How to build a semi-supervised method, and how its original script trains it."""
+
+    options_type: type
+    build: Callable[[int, int, object], SemiSupervisedMethod]  # (in_channels, n_classes, options) -> the method
+    original_steps: int  # --max_iterations of the original training script
+    image_size_multiple: int = UNET_DOWNSAMPLING  # image sides the method's networks need multiples of
+
+
+SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
+    # SSL4MIS train_fully_supervised_2D.py: labelled slices only (the lower and upper bounds)
+    "supervised": SemiSupervisedEntry(SupervisedOptions, SupervisedSegmentation, original_steps=30_000),
+    # SSL4MIS train_mean_teacher_2D.py
+    "mean_teacher": SemiSupervisedEntry(MeanTeacherOptions, MeanTeacher, original_steps=30_000),
+}
+
+
+def model_track(name: str) -> str:
+    """FEW_SHOT or SEMI_SUPERVISED: the registry `name` is in (unknown names raise, listing both)."""
+    if name in MODEL_REGISTRY:
+        return FEW_SHOT
+    if name in SEMI_SUPERVISED_REGISTRY:
+        return SEMI_SUPERVISED
+    raise ValueError(f"unknown model {name!r}; few-shot models: {sorted(MODEL_REGISTRY)}; semi-supervised "
+                     f"methods: {sorted(SEMI_SUPERVISED_REGISTRY)}")
+
+
+def uses_unlabelled(name: str) -> bool:
+    """Whether a semi-supervised method trains on unlabelled slices (False for few-shot models)."""
+    return model_track(name) == SEMI_SUPERVISED and SEMI_SUPERVISED_REGISTRY[name].build.uses_unlabelled
+
+
+def _lookup(name: str) -> ModelEntry | SemiSupervisedEntry:
+    return MODEL_REGISTRY[name] if model_track(name) == FEW_SHOT else SEMI_SUPERVISED_REGISTRY[name]
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -103,7 +146,7 @@ def original_steps(name: str) -> int:
 
 def original_optimizer(name: str) -> str:
     """The optimiser model `name` is trained with in its original code or paper ("sgd" | "adamw")."""
-    return _lookup(name).original_optimizer
+    return getattr(_lookup(name), "original_optimizer", "sgd")
 
 
 def alignment_loss_weight(name: str, loss_recipe: str) -> float:
@@ -113,14 +156,14 @@ def alignment_loss_weight(name: str, loss_recipe: str) -> float:
     if loss_recipe not in LOSS_RECIPES:
         raise ValueError(f"loss_recipe must be one of {LOSS_RECIPES}, got {loss_recipe!r}")
     entry = _lookup(name)
-    if not entry.has_alignment_branch:
+    if not getattr(entry, "has_alignment_branch", False):
         return 0.0
     return entry.original_alignment_weight if loss_recipe == ORIGINAL else 1.0
 
 
 def check_alignment_weight(name: str, weight: float) -> None:
     """Refuse a positive alignment loss weight for a model that cannot produce the alignment loss."""
-    if weight and not _lookup(name).has_alignment_branch:
+    if weight and not getattr(_lookup(name), "has_alignment_branch", False):
         raise ValueError(f"model {name!r} has no alignment branch, so it cannot be trained with "
                          f"alignment_loss_weight={weight}; pass alignment_loss_weight=0 (or leave it to loss_recipe)")
 
@@ -133,7 +176,10 @@ def minimum_feature_size(name: str, options: dict[str, object]) -> int:
 
 def image_size_multiple(name: str, options: dict[str, object]) -> int:
     """Image sides model `name` needs to be multiples of, with `options` (UniverSeg: 2 ** (encoder
-    stages - 1); models that upsample their logits to any size: 1)."""
+    stages - 1); the semi-supervised U-Nets: 16; models that upsample their logits to any size: 1)."""
+    if model_track(name) == SEMI_SUPERVISED:
+        _resolved_options(name, options)
+        return SEMI_SUPERVISED_REGISTRY[name].image_size_multiple
     return getattr(_resolved_options(name, options), "image_size_multiple", 1)
 
 
@@ -157,10 +203,21 @@ def build_model(
 ) -> nn.Module:
     """A few-shot model by registry name; unknown names or options raise a ValueError listing the valid ones.
     The encoder arguments build the ResNet encoder of a prototype model; UniverSeg does not read them."""
+    if model_track(name) != FEW_SHOT:
+        raise ValueError(f"{name!r} is a semi-supervised method: build it with build_semi_supervised_method")
     model_config = _resolved_options(name, options)
     return _lookup(name).build(EncoderArguments(encoder, output_stride, feature_channels, pretrained), model_config)
 
 
-__all__ = ["LOSS_RECIPES", "MODEL_REGISTRY", "FewShotOutput", "alignment_loss_weight", "build_model",
+def build_semi_supervised_method(name: str, in_channels: int, n_classes: int, **options) -> SemiSupervisedMethod:
+    """A semi-supervised method by registry name, for images of `in_channels` and `n_classes` classes
+    (background included); unknown names or options raise a ValueError listing the valid ones."""
+    if model_track(name) != SEMI_SUPERVISED:
+        raise ValueError(f"{name!r} is a few-shot model: build it with build_model")
+    return SEMI_SUPERVISED_REGISTRY[name].build(in_channels, n_classes, _resolved_options(name, options))
+
+
+__all__ = ["FEW_SHOT", "LOSS_RECIPES", "MODEL_REGISTRY", "SEMI_SUPERVISED", "SEMI_SUPERVISED_REGISTRY", "FewShotOutput",
+           "alignment_loss_weight", "build_model", "build_semi_supervised_method", "model_track", "uses_unlabelled",
            "check_alignment_weight", "image_size_multiple", "minimum_feature_size", "model_options",
            "original_steps"]

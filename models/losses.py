@@ -5,7 +5,10 @@
   of the counted pixels), as in SSL-ALPNet / PSMnet; a batch without any counted pixel gives 0;
 - PANet's prototype alignment loss on the supports segmented back, as PANet and SSL-ALPNet
   compute it: plain cross-entropy, without the query loss's class weights;
-- a soft Dice loss on the foreground probability, per image, ignoring the ignore label.
+- a soft Dice loss on the foreground probability, per image, ignoring the ignore label;
+- the semi-supervised track's multi-class Dice loss, as SSL4MIS's `DiceLoss` computes it
+  (`code/utils/losses.py`): per class over the whole batch, background included, squared terms in
+  the denominator, smoothing 1e-5, averaged over the classes.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from einops import rearrange
 DEFAULT_CLASS_WEIGHTS = (0.05, 1.0)  # background, foreground
 IGNORE_INDEX = 255
 DICE_SMOOTH = 1.0
+MULTICLASS_DICE_SMOOTH = 1e-5  # SSL4MIS DiceLoss._dice_loss
 
 
 def _check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -85,3 +89,19 @@ def soft_dice_loss(
     overlap = (probability * target).sum(dim=(-2, -1))
     total = probability.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
     return 1.0 - ((2.0 * overlap + smooth) / (total + smooth)).mean()
+
+
+def multiclass_dice_loss(probabilities: torch.Tensor, labels: torch.Tensor,
+                         smooth: float = MULTICLASS_DICE_SMOOTH) -> torch.Tensor:
+    """probabilities (B, K, H, W) (softmax), labels (B, H, W) int in 0..K-1 -> scalar.
+
+    SSL4MIS's DiceLoss: for each class k, 1 - (2 sum(p_k y_k) + s) / (sum(p_k^2) + sum(y_k^2) + s)
+    with the sums over the whole batch, then the mean over the K classes (background included).
+    """
+    if probabilities.dim() != 4 or labels.shape != probabilities.shape[:1] + probabilities.shape[2:]:
+        raise ValueError(f"expected probabilities (B, K, H, W) and labels (B, H, W), got "
+                         f"{tuple(probabilities.shape)}, {tuple(labels.shape)}")
+    one_hot = F.one_hot(labels.long(), probabilities.shape[1]).permute(0, 3, 1, 2).to(probabilities.dtype)
+    overlap = (probabilities * one_hot).sum(dim=(0, 2, 3))
+    squares = (probabilities * probabilities).sum(dim=(0, 2, 3)) + (one_hot * one_hot).sum(dim=(0, 2, 3))
+    return (1.0 - (2.0 * overlap + smooth) / (squares + smooth)).mean()

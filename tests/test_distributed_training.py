@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-import train as train_script
+import train  # noqa: F401  (registers the "train" command)
+from experiment import tracks
 from config import ex
 from conftest import command_line_arguments, tiny_config
 from experiment.assembly import build_model_from_config, fold_data, training_dataset
@@ -63,7 +64,7 @@ def _reference_training(config: dict, initial: dict[str, torch.Tensor]) -> dict[
     scheduler = build_scheduler(config, optimizer)
     class_weights = torch.tensor(config["class_weights"])
     episodes = training_dataset(config, fold_data(config))
-    shares = [train_script.episode_batches(episodes, GLOBAL_BATCH, 0, 0, config["seed"], Ranks(rank, N_PROCESSES))
+    shares = [tracks.episode_batches(episodes, GLOBAL_BATCH, 0, 0, config["seed"], Ranks(rank, N_PROCESSES))
               for rank in range(N_PROCESSES)]
     for _ in range(config["n_steps"]):
         optimizer.zero_grad()
@@ -108,7 +109,7 @@ def test_a_rank_builds_every_kth_episode_of_each_step_from_where_a_resumed_run_s
             return torch.tensor(100 * self.epoch + index)
 
     episodes = Episodes(range(12))
-    shares = [train_script.episode_batches(episodes, 4, 1, 0, 0, Ranks(rank, 2)) for rank in range(2)]
+    shares = [tracks.episode_batches(episodes, 4, 1, 0, 0, Ranks(rank, 2)) for rank in range(2)]
     steps = [[next(share).tolist() for share in shares] for _ in range(3)]
     # 3 steps of 4 per epoch; starting at step 1: episodes 4..7, 8..11, then epoch 1's 0..3
     assert steps == [[[4, 6], [5, 7]], [[8, 10], [9, 11]], [[100, 102], [101, 103]]]

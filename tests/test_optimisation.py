@@ -8,8 +8,8 @@ from experiment.optimisation import build_optimizer, build_scheduler
 
 
 def schedule_config(**overrides) -> dict:
-    config = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, lr_decay=0.5, lr_decay_every=10,
-                  warmup_steps=0)
+    config = dict(lr_schedule="step", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, lr_decay=0.5,
+                  lr_decay_every=10, warmup_steps=0)
     config.update(overrides)
     return config
 

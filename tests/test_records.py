@@ -12,6 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import test as test_script  # noqa: F401  (registers the "test" command)
 import train as train_script  # noqa: F401  (registers the "train" command)
+from experiment import tracks
 from config import ex
 from conftest import tiny_config
 from experiment.curves import read_scalar_events
@@ -129,7 +130,7 @@ def test_a_run_without_evaluation_is_refused_and_the_script_skips_it(evaluated_r
 def test_a_failed_training_is_recorded_with_its_traceback_and_curves_only_when_asked(demo_root, tmp_path, monkeypatch):
     """A training whose loss turns NaN at step 3 (train.py stops, Sacred marks the call FAILED)."""
     runs_root = tmp_path / "runs"
-    losses_of = train_script.episode_losses
+    losses_of = tracks.episode_losses
     steps = []
 
     def diverging_at_step_3(*args, **kwargs):
@@ -137,7 +138,7 @@ def test_a_failed_training_is_recorded_with_its_traceback_and_curves_only_when_a
         steps.append(len(steps) + 1)
         return output, ({name: loss * float("nan") for name, loss in losses.items()} if len(steps) == 3 else losses)
 
-    monkeypatch.setattr(train_script, "episode_losses", diverging_at_step_3)
+    monkeypatch.setattr(tracks, "episode_losses", diverging_at_step_3)
     with pytest.raises(train_script.TrainingDiverged, match="step 3: loss is nan"):
         ex.run("train", config_updates=tiny_config(demo_root, runs_root), named_configs=["demo", "cpu"],
                options={"--loglevel": "ERROR"})

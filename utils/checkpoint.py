@@ -36,7 +36,6 @@ CHECKSUM_KEY = "sha256"
 FILE_SHA256_KEY = "file_sha256"  # added by load_checkpoint: SHA-256 of the file's bytes it loaded (not saved)
 
 
-
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit the requested run."""
 
@@ -90,21 +89,25 @@ def save_checkpoint(
     path: str | Path,
     *,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | dict[str, Any],
     step: int,
     config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically: a crash while saving leaves the previous one intact, a full
-    disk gives a `utils.io.OutputError` naming the file."""
+    disk gives a `utils.io.OutputError` naming the file. `optimizer` and `scheduler` are objects with
+    a state dict or state dicts themselves (experiment/optimisation.Optimisation.state_dicts);
+    `extra` holds what else a resumed run needs (e.g. the best validation so far)."""
     payload = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "step": step,
         "config": config,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer,
+        "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler,
         "rng": rng_states(),
+        "extra": extra or {},
     }
     payload[CHECKSUM_KEY] = payload_checksum(payload)
     with atomic_write(path, "wb") as handle:

@@ -52,3 +52,28 @@ def test_episode_panel(episode, prediction: torch.Tensor) -> torch.Tensor:
         prediction[middle],
         episode.query_labels[middle],
     )
+
+
+def class_colours(n_classes: int) -> torch.Tensor:
+    """(K, 3) RGB in [0, 1]: black background, then evenly spaced hues."""
+    hues = torch.arange(1, n_classes, dtype=torch.float32) / max(n_classes - 1, 1)
+    channels = torch.stack([(hues * 6 - shift).remainder(6).sub(3).abs().sub(1).clamp(0, 1) for shift in (0, 4, 2)],
+                           dim=1)
+    return torch.cat([torch.zeros(1, 3), channels])
+
+
+def segmentation_panel(image: torch.Tensor, prediction: torch.Tensor, truth: torch.Tensor, n_classes: int
+                       ) -> torch.Tensor:
+    """image (H, W), prediction and truth (H, W) class ids -> (3, H, 3W): image, prediction, truth,
+    each class tinted in its colour (labels outside 0..K-1, e.g. an unlabelled slice's, show none)."""
+    grey = _grey_to_unit_rgb(image)
+    colours = class_colours(n_classes)
+
+    def tinted(labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.detach().long().cpu()
+        known = (labels >= 0) & (labels < n_classes) & (labels > 0)
+        colour = colours[labels.clamp(0, n_classes - 1)].permute(2, 0, 1)
+        alpha = known.float() * MASK_OPACITY
+        return grey * (1 - alpha) + colour * alpha
+
+    return torch.cat([grey, tinted(prediction), tinted(truth)], dim=-1)

@@ -1,0 +1,96 @@
+"""Evaluation of the semi-supervised track: whole volumes, slice by slice, every class at once.
+
+As SSL4MIS's `code/val_2D.py` and `code/test_2D_fully.py`: each slice of a volume is resized to the
+patch size with nearest-neighbour interpolation (`zoom(..., order=0)`), segmented (argmax of the
+softmax), and the label map is resized back the same way; each class is then scored as a binary 3D
+mask against the ground truth with the registered metrics (evaluation/metrics.py), in mm where the
+spacing is known and in voxels otherwise (ACDC).
+
+Empty predictions (`metric_rules`): SSL4MIS's validation scores a class that the prediction does
+not contain as Dice 0 and HD95 0, and its test script stops with MedPy's error, so that no
+published number includes one; "ssl4mis" (the track's default, for comparability) gives every
+metric 0 for an empty prediction, and the summary counts these cases (`empty_predictions`);
+"project" applies this project's rules (Dice 0, distances undefined; evaluation/metrics.py).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from dataloaders.semi_supervised_data import EvaluationVolume
+from dataloaders.slice_batches import resize_nearest
+from evaluation.metrics import METRICS, check_metric_names
+from evaluation.overlap import overlap_counts
+from evaluation.prediction import NonFiniteLogits
+from evaluation.scoring import Evaluation, ScanScore
+from utils.runtime import autocast
+
+METRIC_RULES = ("ssl4mis", "project")
+SSL4MIS_EMPTY_PREDICTION_SCORE = 0.0  # val_2D.calculate_metric_percase: `return 0, 0` when pred.sum() == 0
+
+
+@torch.no_grad()
+def segment_volume(model: torch.nn.Module, image: np.ndarray, patch_size: int, device: torch.device,
+                   precision: str, batch_size: int) -> np.ndarray:
+    """image (Z, H, W) float32 -> label map (Z, H, W) int64, slice by slice at patch_size."""
+    height, width = image.shape[1:]
+    patches = np.stack([resize_nearest(image_slice, patch_size) for image_slice in image]).astype(np.float32)
+    prediction = np.zeros(image.shape, dtype=np.int64)
+    for start in range(0, len(patches), batch_size):
+        batch = torch.from_numpy(patches[start:start + batch_size]).unsqueeze(1).to(device)  # (b, 1, P, P)
+        with autocast(device, precision):
+            logits = model(batch)  # (b, K, P, P)
+        if not torch.isfinite(logits).all():
+            raise NonFiniteLogits("the model's logits are not finite (NaN or infinite); its weights have diverged")
+        labels = logits.float().argmax(dim=1).cpu().numpy()
+        for offset, label_map in enumerate(labels):
+            prediction[start + offset] = resize_nearest(label_map, height, width)
+    return prediction
+
+
+def score_volume(prediction: np.ndarray, volume: EvaluationVolume, classes: dict[int, str],
+                 metric_names: Sequence[str], metric_rules: str) -> list[ScanScore]:
+    """One ScanScore per class of a (Z, H, W) label map against the volume's labels."""
+    if metric_rules not in METRIC_RULES:
+        raise ValueError(f"metric_rules must be one of {METRIC_RULES}, got {metric_rules!r}")
+    scores = []
+    for label, name in classes.items():
+        predicted, truth = prediction == label, volume.label == label
+        if metric_rules == "ssl4mis" and not predicted.any():
+            values = {metric: SSL4MIS_EMPTY_PREDICTION_SCORE for metric in metric_names}
+        else:
+            values = {metric: METRICS[metric].compute(predicted, truth, volume.spacing) for metric in metric_names}
+        scores.append(ScanScore(name, label, volume.case_id, values, overlap_counts(predicted, truth)))
+    return scores
+
+
+def evaluate_volumes(model: torch.nn.Module, volumes: Iterable[EvaluationVolume], classes: dict[int, str],
+                     patch_size: int, device: torch.device, precision: str, batch_size: int,
+                     metric_names: Sequence[str], metric_rules: str,
+                     progress: Callable[[Iterable], Iterable] | None = None) -> Evaluation:
+    """Segment and score every volume; predictions keyed (class label, case id) as (Z, H, W) bool.
+    The model is put in eval mode and back into the mode it was in."""
+    metric_names = check_metric_names(metric_names)
+    was_training = model.training
+    model.eval()
+    scores, predictions = [], {}
+    try:
+        for volume in progress(volumes) if progress else volumes:
+            prediction = segment_volume(model, volume.image, patch_size, device, precision, batch_size)
+            scores += score_volume(prediction, volume, classes, metric_names, metric_rules)
+            for label in classes:
+                predictions[(label, volume.case_id)] = torch.from_numpy(prediction == label)
+    finally:
+        model.train(was_training)
+    return Evaluation(scores, predictions, metric_names)
+
+
+def empty_prediction_counts(evaluation: Evaluation) -> dict[str, int]:
+    """{class: volumes whose prediction does not contain it}, from the voxel counts."""
+    counts: dict[str, int] = {}
+    for score in evaluation.scores:
+        empty = score.counts.true_positives + score.counts.false_positives == 0
+        counts[score.organ] = counts.get(score.organ, 0) + int(empty)
+    return counts

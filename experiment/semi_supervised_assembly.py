@@ -1,0 +1,62 @@
+"""From a composed config to the parts of a semi-supervised experiment (docs/DESIGN.md, "Two tracks").
+
+- `semi_supervised_data(config)`: ACDC's SSL4MIS split, or a volume dataset's fold with
+  `labelled_scans` labelled scans (dataloaders/semi_supervised_data.py);
+- `training_slices(config, data)`: the two-stream batches' dataset (dataloaders/slice_batches.py);
+- `build_method(config)`: the method of `config["model"]["name"]` for the dataset's classes;
+- `labelled_count(config)` and `unlabelled_batch_size(config)`: what the config asks for.
+"""
+from __future__ import annotations
+
+from dataloaders.acdc import ACDC_CLASSES, ACDC_NAME
+from dataloaders.experiment_data import dataset_directories
+from dataloaders.semi_supervised_data import SemiSupervisedData, acdc_data, volume_dataset_data
+from dataloaders.slice_batches import TwoStreamSlices
+from dataloaders.specs import get_spec
+from dataloaders.volumes import resolve_data_root
+from models import build_semi_supervised_method
+from models.semi_supervised import SemiSupervisedMethod
+
+IMAGE_CHANNELS = 1  # grey MRI / CT slices, as SSL4MIS's in_chns=1
+
+
+def is_acdc(config: dict) -> bool:
+    return config["dataset"] == ACDC_NAME
+
+
+def labelled_count(config: dict) -> int | str:
+    """ACDC: labelled patients (SSL4MIS's counts); a volume dataset: labelled scans; "all": every slice."""
+    return config["labelled_patients"] if is_acdc(config) else config["labelled_scans"]
+
+
+def n_classes(config: dict) -> int:
+    """Classes of the dataset, background included."""
+    organs = ACDC_CLASSES if is_acdc(config) else get_spec(config["dataset"]).organs
+    return max(organs) + 1
+
+
+def unlabelled_batch_size(config: dict) -> int:
+    return config["batch_size"] - config["labelled_batch_size"]
+
+
+def semi_supervised_data(config: dict) -> SemiSupervisedData:
+    """The experiment's slices and volumes (checked as they are read; errors name the file)."""
+    if is_acdc(config):
+        return acdc_data(resolve_data_root(config["data_root"]) / ACDC_NAME, config["labelled_patients"])
+    spec = get_spec(config["dataset"])
+    dataset_dir, derived_dir = dataset_directories(config["data_root"], config["derived_root"], spec)
+    return volume_dataset_data(dataset_dir, derived_dir, spec, config["eval_fold"], config["labelled_scans"],
+                               config["n_validation_scans"])
+
+
+def training_slices(config: dict, data: SemiSupervisedData) -> TwoStreamSlices:
+    """Augmented labelled + unlabelled slices at the patch size, batches of the config's shares."""
+    unlabelled = unlabelled_batch_size(config)
+    return TwoStreamSlices(data.labelled, data.unlabelled if unlabelled else None, config["image_size"],
+                           config["labelled_batch_size"], unlabelled, config["augment"], config["seed"])
+
+
+def build_method(config: dict) -> SemiSupervisedMethod:
+    """A new method as `config["model"]["name"]` and `config["model_options"]` describe it."""
+    return build_semi_supervised_method(config["model"]["name"], IMAGE_CHANNELS, n_classes(config),
+                                        **config["model_options"])
