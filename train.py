@@ -162,8 +162,11 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
 
 def check_resumable(saved: dict, current: dict, path: Path) -> None:
     """Refuse to resume a run whose training config differs: it would silently mix two experiments."""
+    # a schedule that reads n_steps (poly decay, a scaled method clock) would change midway with it
+    reads_n_steps = current.get("lr_schedule") == "poly" or current.get("schedule_clock") == "scaled"
+    resumable = RESUMABLE_KEYS - {"n_steps"} if reads_n_steps else RESUMABLE_KEYS
     changed = sorted(key for key in saved.keys() | current.keys()
-                     if key not in RESUMABLE_KEYS and saved.get(key) != current.get(key))
+                     if key not in resumable and saved.get(key) != current.get(key))
     if changed:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in changed)
         raise ValueError(f"{path}: cannot resume, the run was trained with another config ({details}); "
