@@ -56,10 +56,10 @@ TRACK_DEFAULTS = {
                           validate_every=200, checkpoint_every=1000, metrics=SEMI_SUPERVISED_METRICS),
 }
 # The `cpu` profile's schedule per track. Few-shot: from the CHAOST2 learning curves (the `cpu`
-# named config says which). Semi-supervised: from the ACDC learning curves and step times of
-# docs/RESULTS.md ("Semi-supervised: the cpu profile"); 128 x 128 patches (a quarter of the
-# FLOPs), a third of SSL4MIS's batch, and the methods' iteration-dependent schedules on a clock
-# scaled to the original's 30k iterations (`schedule_clock`, docs/METHOD.md).
+# named config says which). Semi-supervised: NOT yet chosen from measured curves (docs/RESULTS.md,
+# "Semi-supervised segmentation"): 128 x 128 patches (a quarter of the FLOPs), a third of SSL4MIS's
+# batch, 3000 steps, and the methods' iteration-dependent schedules on a clock scaled to the
+# original's 30k iterations (`schedule_clock`, docs/METHOD.md), until the measurements replace them.
 CPU_PROFILE = {
     FEW_SHOT: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=500, batch_size=1),
     SEMI_SUPERVISED: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=200, batch_size=8,
