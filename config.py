@@ -143,8 +143,6 @@ def base_config():
     # volume datasets (CHAOST2, SABS, CMR, DEMO): labelled training scans of the fold; 1 is the scan the
     # few-shot protocol uses as the support, so that both tracks spend the same labels; "all": every one
     labelled_scans = 1  # see above
-    # labelled slices per batch, the rest unlabelled (SSL4MIS: 12 of 24); a method without unlabelled slices: all
-    labelled_batch_size = _track_value(model["name"], profile, "batch_size") // (2 if uses_unlabelled(model["name"]) else 1)
     # the iteration a method's schedules (consistency ramp-up, start of a term) read: "iterations" (the
     # loop's, as the originals) | "scaled" (the original script's iteration at the same fraction of training)
     schedule_clock = _track_value(model["name"], profile, "schedule_clock")  # see above
@@ -157,6 +155,9 @@ def base_config():
     # training steps; the model's own (PSMnet 50k, SSL-ALPNet 100k, SSL4MIS 30k) or the profile's
     n_steps = _track_value(model["name"], profile, "n_steps")  # see above
     batch_size = _track_value(model["name"], profile, "batch_size")  # episodes or slices per step
+    # semi-supervised: labelled slices per batch, the rest unlabelled (SSL4MIS: 12 of 24); all for a method
+    # without unlabelled slices
+    labelled_batch_size = batch_size // 2 if uses_unlabelled(model["name"]) else batch_size  # see above
     # the model's own: "sgd" (PSMnet, SSL-ALPNet, PANet) | "adamw" (UniverSeg, Adam in its paper)
     optimizer = original_optimizer(model["name"])  # see above (experiment/optimisation.py)
     # initial learning rate per optimiser; lr is the entry of `optimizer` unless given, so a profile

@@ -28,14 +28,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dataloaders.slice_batches import slice_batches
 from evaluation.scoring import evaluate_episodes
 from evaluation.volume_scoring import evaluate_volumes
 from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, training_dataset,
                                  uses_superpixels, validation_episodes)
-from experiment.semi_supervised_assembly import (build_method, semi_supervised_data, training_slices)
+from experiment.semi_supervised_assembly import build_method, semi_supervised_data, training_slices
 from experiment.training_step import episode_losses
 from models import SEMI_SUPERVISED, model_track
-from dataloaders.slice_batches import slice_batches
 from utils.distributed import Ranks, data_parallel, main_rank_first
 from utils.runtime import autocast
 from utils.seeding import make_generator, worker_init_fn

@@ -72,7 +72,7 @@ class MeanTeacher(SemiSupervisedMethod):
                                   "dice": SUPERVISED_LOSS_SCALE * dice,
                                   "consistency": weight * consistency},
                           logits=logits,
-                          scalars={"consistency_weight": weight, "consistency_unweighted": float(consistency)})
+                          scalars={"consistency_weight": weight, "consistency_unweighted": float(consistency.detach())})
 
     def after_update(self, iteration: int) -> None:
         update_ema(self.teacher, self.network, self.options.ema_decay, iteration)
