@@ -31,7 +31,7 @@ from evaluation.scoring import evaluate_episodes
 from evaluation.volume_scoring import empty_prediction_counts, evaluate_volumes
 from experiment.assembly import absent_test_organs, fold_data, load_trained_model, test_episodes
 from experiment.config_checks import check_evaluation_config
-from experiment.layout import RunLayout
+from experiment.layout import BEST_CHECKPOINT_NAME, RunLayout
 from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
 from experiment.semi_supervised_assembly import labelled_count, semi_supervised_data
 from models import SEMI_SUPERVISED
@@ -119,7 +119,7 @@ def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout
              f"{summary['labelled']} labelled {unit}, step {trained.step}; distances in "
              f"{summary['distance_unit']}, empty predictions scored by the {config['metric_rules']} rules")
     print("\n" + title + "\n" + format_score_table(evaluation, per_scan=False) + "\n")
-    output_dir = run.evaluation(config["eval_fold"], trained.checkpoint)
+    output_dir = run.evaluation(config["eval_fold"], trained.checkpoint, protocol_checkpoint=BEST_CHECKPOINT_NAME)
     with RunLock(output_dir, "test.py"):
         begin_evaluation(output_dir)
         outputs = (save_label_maps(volumes, evaluation, data.classes, output_dir / PREDICTIONS_FOLDER)

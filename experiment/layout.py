@@ -7,7 +7,8 @@
         checkpoints/<other>.pth     any other checkpoint copied there by hand
         tensorboard/                training losses, learning rate, validation Dice, image panels
         sacred/<id>/                Sacred's record of every train.py / test.py call (config, log, result)
-        evaluation_fold<k>/         test.py on checkpoints/last.pth: summary.json, scores.csv, table.md,
+        evaluation_fold<k>/         test.py on the protocol's checkpoint (last.pth; semi-supervised: best.pth):
+                                    summary.json, scores.csv, table.md,
                                     predictions/ and overlays/ when asked for
         evaluation_fold<k>_<name>/  test.py on checkpoints/<name>.pth (e.g. _initial)
         evaluation_fold<k>[_<name>]_support<N>/  the same with n_support_slices = N > 1
@@ -115,11 +116,14 @@ class RunLayout:
         return bool(trainings) and trainings[-1].get("status") == FAILED_STATUS
 
     def evaluation(self, fold: int, checkpoint: Path | None = None,
-                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES) -> Path:
-        """evaluation_fold<k> for the final weights (checkpoint None or last.pth), else
+                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
+                   protocol_checkpoint: str = LAST_CHECKPOINT_NAME) -> Path:
+        """evaluation_fold<k> for the protocol's weights (checkpoint None or `protocol_checkpoint`:
+        last.pth for the few-shot track, best.pth for the semi-supervised one), else
         evaluation_fold<k>_<checkpoint file stem>; + _support<N> for N support slices other than
         the protocol's one."""
-        suffix = "" if checkpoint is None or Path(checkpoint).name == LAST_CHECKPOINT_NAME else f"_{Path(checkpoint).stem}"
+        protocol = checkpoint is None or Path(checkpoint).name == protocol_checkpoint
+        suffix = "" if protocol else f"_{Path(checkpoint).stem}"
         if n_support_slices != PROTOCOL_SUPPORT_SLICES:
             suffix += f"{SUPPORT_SIZE_SUFFIX}{n_support_slices}"
         return self.folder / f"{EVALUATION_PREFIX}{fold}{suffix}"

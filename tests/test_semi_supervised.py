@@ -303,7 +303,7 @@ def test_mean_teacher_trains_resumes_exactly_and_test_scores_the_best_checkpoint
     assert whole_state["extra"]["best_validation"] == split_state["extra"]["best_validation"]
 
     result = ex.run("test", config_updates=whole, named_configs=["acdc", "mean_teacher", "cpu"], options=options)
-    summary = read_json(tmp_path / "runs_whole" / run_name / "evaluation_fold0_best" / "summary.json")
+    summary = read_json(tmp_path / "runs_whole" / run_name / "evaluation_fold0" / "summary.json")
     assert summary["checkpoint"].endswith("best.pth") and summary["step"] == whole_state["extra"]["best_validation"]["step"]
     assert set(summary["organs"]) == {"RV", "Myo", "LV"} and summary["metrics"] == ["dice", "jaccard", "hd95", "asd"]
     assert summary["distance_unit"] == "voxels" and summary["metric_rules"] == "ssl4mis"
