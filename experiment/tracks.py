@@ -164,8 +164,8 @@ class SemiSupervisedTrack:
         middle = first.image.shape[0] // 2
         prediction = sum(label * evaluation.predictions[(label, first.case_id)][middle].long()
                          for label in self.data.classes)
-        panel = segmentation_panel(torch.from_numpy(first.image[middle]), prediction,
-                                   torch.from_numpy(first.label[middle]), self.data.n_classes)
+        panel = segmentation_panel(torch.tensor(first.image[middle]), prediction,
+                                   torch.tensor(first.label[middle]), self.data.n_classes)
         return Validation(evaluation.organ_means("dice"), {"validation/image_prediction_truth": panel})
 
 

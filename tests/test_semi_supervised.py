@@ -308,3 +308,20 @@ def test_mean_teacher_trains_resumes_exactly_and_test_scores_the_best_checkpoint
     assert set(summary["organs"]) == {"RV", "Myo", "LV"} and summary["metrics"] == ["dice", "jaccard", "hd95", "asd"]
     assert summary["distance_unit"] == "voxels" and summary["metric_rules"] == "ssl4mis"
     assert len(summary["organs"]["LV"]["scans"]) == 2 and result.result == pytest.approx(summary["mean_dice"])
+
+
+def test_demo_fold_trains_supervised_with_one_labelled_scan_and_scores_organs_in_mm(demo_root, tmp_path):
+    """The volume datasets' regime end to end: the support scan of the fold labelled, the fold's query
+    scans tested, every organ a class, distances in mm from the scans' spacing."""
+    config = {"data_root": str(demo_root), "runs_root": str(tmp_path / "runs"), "image_size": TINY_SIZE,
+              "batch_size": 2, "n_steps": 2, "validate_every": 2, "checkpoint_every": 2, "log_every": 1,
+              "n_validation_scans": 1, "labelled_scans": 1}
+    options = {"--loglevel": "ERROR"}
+    ex.run("train", config_updates=config, named_configs=["demo", "supervised", "cpu"], options=options)
+    ex.run("test", config_updates=config, named_configs=["demo", "supervised", "cpu"], options=options)
+    run = tmp_path / "runs" / "DEMO_supervised_labelled1_fold0"
+    summary = read_json(run / "evaluation_fold0" / "summary.json")
+    spec = get_spec("DEMO")
+    assert set(summary["organs"]) == set(spec.organs.values()) and summary["distance_unit"] == "mm"
+    assert sorted(summary["organs"]["liver"]["scans"]) == sorted(map(str, semi_supervised_fold(spec, 0, 1, 1)[3]))
+    assert summary["training_config"]["labelled_scans"] == 1 and summary["labelled"] == 1
