@@ -43,7 +43,8 @@ def labelled_slice_count(labelled_patients: int) -> int:
 def read_id_list(path: Path) -> list[str]:
     """The ids of a .list file, one per line (blank lines ignored)."""
     if not path.is_file():
-        raise DataError(f"{path}: list file not found (is data_root the folder that holds {ACDC_NAME}/?)")
+        raise DataError(f"{path}: list file not found; pass data_root=<folder holding {ACDC_NAME}/> or set "
+                        f"FSMIS_DATA_ROOT (e.g. ../shared/data)")
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{path}: the list is empty")
@@ -56,6 +57,13 @@ def slice_path(dataset_dir: Path, slice_id: str) -> Path:
 
 def volume_path(dataset_dir: Path, frame_id: str) -> Path:
     return dataset_dir / "data" / f"{frame_id}.h5"
+
+
+def dataset_files(dataset_dir: Path) -> list[Path]:
+    """The files that define the dataset: its .list files and every h5 file under data/ (the
+    fingerprint of what a run trained on, experiment/data_identity.py)."""
+    lists = [dataset_dir / name for name in (TRAIN_SLICES_LIST, VALIDATION_LIST, TEST_LIST)]
+    return lists + sorted((dataset_dir / "data").rglob("*.h5"))
 
 
 def check_listed_files(paths: list[Path], list_file: Path) -> None:
