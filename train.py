@@ -27,6 +27,7 @@ from experiment.assembly import upgrade_saved_config
 from experiment.config_checks import check_training_config
 from experiment.curves import (BEST_VALIDATION_TAG, LEARNING_RATE_TAG, TOTAL_LOSS_TAG, loss_tag, scalar_tag,
                                validation_dice_tag)
+from experiment.data_identity import DATA_FINGERPRINT_KEY
 from experiment.layout import RunLayout
 from experiment.optimisation import Optimisation
 from experiment.provenance import BOOKKEEPING_KEYS
@@ -72,6 +73,7 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
     # --- the track: model (first: missing weights stop the run before data preparation), batches, validation ---
     track = build_track(config, device, precision, ranks)
     model = track.model
+    data_fingerprint = track.data_fingerprint()  # stored in every checkpoint: a resume on other data is refused
 
     # --- optimiser, schedule: one per parameter group ------------------------------------------------
     optimisation = Optimisation(config, track.parameter_groups())
@@ -83,13 +85,15 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
     if config["resume"] and run.last_checkpoint.is_file():
         state = load_checkpoint(run.last_checkpoint, map_location=device)
         check_resumable(upgrade_saved_config(state["config"]), config, run.last_checkpoint)
+        check_same_data(state.get("extra", {}).get(DATA_FINGERPRINT_KEY), data_fingerprint, run.last_checkpoint)
         load_model_weights(model, state["model"], run.last_checkpoint)
         optimisation.load_state_dicts(state["optimizer"], state["scheduler"])
         restore_rng_states(state["rng"])
         start_step, best = state["step"], state.get("extra", {}).get(BEST_STATE_KEY, best)
         logger.info("resuming %s from step %d", run.last_checkpoint, start_step)
     elif ranks.is_main:
-        save_checkpoint(run.initial_checkpoint, model=model, **optimisation.checkpoint_states(), step=0, config=config)
+        save_checkpoint(run.initial_checkpoint, model=model, **optimisation.checkpoint_states(), step=0, config=config,
+                        extra={DATA_FINGERPRINT_KEY: data_fingerprint})
     if start_step >= config["n_steps"]:
         logger.info("%s already finished %d steps", run.folder, start_step)
         return {"step": start_step}
@@ -145,14 +149,14 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
             if track.selects_best and mean_dice > best["dice"]:
                 best = {"dice": mean_dice, "step": done}
                 save_checkpoint(run.best_checkpoint, model=model, **optimisation.checkpoint_states(), step=done,
-                                config=config, extra={BEST_STATE_KEY: best})
+                                config=config, extra={BEST_STATE_KEY: best, DATA_FINGERPRINT_KEY: data_fingerprint})
             if track.selects_best:
                 writer.add_scalar(BEST_VALIDATION_TAG, best["dice"], done)
 
         # --- checkpoint ------------------------------------------------------------------------------
         if done % config["checkpoint_every"] == 0 or done == config["n_steps"]:
             save_checkpoint(run.last_checkpoint, model=model, **optimisation.checkpoint_states(), step=done, config=config,
-                            extra={BEST_STATE_KEY: best})
+                            extra={BEST_STATE_KEY: best, DATA_FINGERPRINT_KEY: data_fingerprint})
     if ranks.is_main:
         writer.close()
     _run.info["checkpoint"] = str(run.last_checkpoint)
@@ -171,6 +175,18 @@ def check_resumable(saved: dict, current: dict, path: Path) -> None:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in changed)
         raise ValueError(f"{path}: cannot resume, the run was trained with another config ({details}); "
                          f"pass resume=False to start over or run_name=<new name>")
+
+
+def check_same_data(saved: dict | None, current: dict, path: Path) -> None:
+    """Refuse to resume a run on data whose content differs from what it was trained on (another
+    data_root, relabelled scans); a checkpoint saved before fingerprints were stored resumes as before."""
+    if saved is None or saved["sha256"] == current["sha256"]:
+        return
+    raise ValueError(f"{path}: cannot resume, the run was trained on other data ({saved['dataset_dir']}, "
+                     f"{saved['n_files']} files, content SHA-256 {saved['sha256'][:12]}) than data_root gives now "
+                     f"({current['dataset_dir']}, {current['n_files']} files, content SHA-256 "
+                     f"{current['sha256'][:12]}); pass resume=False to start over, or set data_root to the data it "
+                     f"was trained on")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ def label_path(dataset_dir: Path, scan_id: int) -> Path:
     return Path(dataset_dir) / f"label_{scan_id}.nii.gz"
 
 
+def dataset_files(dataset_dir: Path, spec: DatasetSpec) -> list[Path]:
+    """The image and label files of every scan of the spec (the fingerprint of what a run trained
+    on, experiment/data_identity.py); derived files are not part of it."""
+    return [path for scan_id in spec.scan_ids for path in (image_path(dataset_dir, scan_id),
+                                                           label_path(dataset_dir, scan_id))]
+
+
 def superpixel_path(derived_dir: Path, scan_id: int) -> Path:
     return Path(derived_dir) / f"superpixels_{scan_id}.nii.gz"
 

@@ -12,6 +12,7 @@ A track is what differs between few-shot episodic training and semi-supervised t
     track.validate()                  -> Validation: Dice per class or organ, panels
     track.selects_best                whether the best validation's weights are kept (best.pth)
     track.training_panel_tag          the tensorboard tag of the training step's panel
+    track.data_fingerprint()          the content identity of the training data (experiment/data_identity.py)
 
 `FewShotTrack`: episodes of a fold (experiment/assembly.py) and the episode losses
 (experiment/training_step.py); validation on test-style episodes; the last weights are evaluated.
@@ -33,6 +34,7 @@ from evaluation.scoring import evaluate_episodes
 from evaluation.volume_scoring import evaluate_volumes
 from experiment.assembly import (build_model_from_config, ensure_superpixels, fold_data, training_dataset,
                                  uses_superpixels, validation_episodes)
+from experiment.data_identity import data_fingerprint
 from experiment.semi_supervised_assembly import build_method, semi_supervised_data, training_slices
 from experiment.training_step import episode_losses
 from models import SEMI_SUPERVISED, model_track
@@ -85,6 +87,10 @@ class FewShotTrack:
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"model": list(self.model.parameters())}
 
+    def data_fingerprint(self) -> dict:
+        """The content identity of the dataset the episodes come from (a resume checks it)."""
+        return data_fingerprint(self.config)
+
     def batches(self, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
         """This rank's episode batches; under torchrun the model is wrapped for data parallelism here,
         after a resume has loaded its weights."""
@@ -130,6 +136,10 @@ class SemiSupervisedTrack:
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return self.model.optimised_parameters()
+
+    def data_fingerprint(self) -> dict:
+        """The content identity of the dataset the slices and volumes come from (a resume checks it)."""
+        return data_fingerprint(self.config)
 
     def batches(self, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
         self.model.train()

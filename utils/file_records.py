@@ -2,12 +2,14 @@
 how it was computed (a recipe string), and the SHA-256 of the file as written.
 
 Used for the derived files (superpixels, `dataset.json`: dataloaders/derived_files.py) and for the
-conversions of raw downloads (preprocessing/cases.py). Timestamps are not trusted (`cp -p`,
+conversions of raw downloads (preprocessing/cases.py). `files_fingerprint` is the content identity
+of a set of files (a dataset's: experiment/data_identity.py). Timestamps are not trusted (`cp -p`,
 `rsync -a` and `tar x` give a replaced input an older time), and an output whose own content
 changed (truncated, damaged) is computed again.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -52,3 +54,17 @@ class FileRecords:
         """Record that `output`, as it is now, was computed from `inputs` with `recipe` (written at once)."""
         self.records[output.name] = {"inputs": inputs, "recipe": recipe, "sha256": file_sha256(output)}
         write_json(self.records, self.path)
+
+
+MISSING_FILE = "missing"  # what a fingerprint records for a file that does not exist
+
+
+def files_fingerprint(folder: Path, paths: list[Path]) -> str:
+    """One SHA-256 of the content of `paths` (inside `folder`): their names relative to `folder` and
+    each file's SHA-256, in sorted order, so the same files anywhere on disk give the same digest and
+    a changed, added, removed or renamed file gives another. A missing file counts as `missing`."""
+    digest = hashlib.sha256()
+    for name in sorted(str(Path(path).relative_to(folder)) for path in paths):
+        path = folder / name
+        digest.update(f"{name}\0{file_sha256(path) if path.is_file() else MISSING_FILE}\n".encode())
+    return digest.hexdigest()
