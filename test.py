@@ -10,8 +10,11 @@ docs/PROTOCOL.md, "Test-time episodes" (1 support scan, npart = 3 chunks, ground
 a query scan without an organ is skipped for it and reported); scores (Dice, precision, recall,
 HD95, ASSD: evaluation/metrics.py) are 3D per scan, then averaged per organ (docs/PROTOCOL.md,
 "Metric"). Results go to the evaluation folder of the checkpoint's own run (experiment/layout.py):
-summary.json (with the checkpoint's path, SHA-256, step and training config), scores.csv, table.md
-(evaluation/reports.py), and optional NIfTI predictions and PNG overlays.
+summary.json (with the checkpoint's path, SHA-256, step and training config, the evaluation options
+and the evaluated data's fingerprint), scores.csv, table.md (evaluation/reports.py), and optional
+NIfTI predictions and PNG overlays; options away from the protocol's (e.g. n_parts=1 z_margin=3, or
+data other than the checkpoint was trained on) write to a folder of their own, e.g.
+evaluation_fold0_nparts1_zmargin3/.
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ from evaluation.volume_scoring import empty_prediction_counts, evaluate_volumes
 from experiment.assembly import absent_test_organs, fold_data, load_trained_model, test_episodes
 from experiment.config_checks import check_evaluation_config
 from experiment.layout import BEST_CHECKPOINT_NAME, RunLayout
-from experiment.provenance import bind_to_checkpoint, evaluation_provenance, evaluation_run
+from experiment.data_identity import data_fingerprint
+from experiment.provenance import (bind_to_checkpoint, evaluation_options, evaluation_provenance, evaluation_run,
+                                   protocol_departures)
 from experiment.semi_supervised_assembly import labelled_count, semi_supervised_data
 from models import SEMI_SUPERVISED
 from utils.checkpoint import CheckpointError
@@ -64,8 +69,13 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     check_same_model(trained.config, requested, checkpoint_path)
     config, mismatches = bind_to_checkpoint(trained.config, requested, _run.config_modifications.modified,
                                             checkpoint_path)
+    # --- what changes the scores (options, the data): recorded; away from the protocol, its own folder ---
+    fingerprint = data_fingerprint(config)
+    options = evaluation_options(config, fingerprint)
+    departures = protocol_departures(options, trained.config, trained.data_fingerprint)
     if semi_supervised:
-        return test_semi_supervised(trained, config, mismatches, run, device, precision, _run)
+        return test_semi_supervised(trained, config, mismatches, run, device, precision, _run, options, fingerprint,
+                                    departures)
 
     # --- the fold's test episodes, at the resolution the model was trained at ----------------------
     data = fold_data({**config, "image_size": trained.config["image_size"]})
@@ -77,14 +87,15 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
                                    config["metrics"], progress=lambda items: tqdm(items, desc="test episodes"))
     # the provenance carries the digest of exactly the bytes the model was loaded from
     summary = summarize(evaluation, evaluation_provenance(checkpoint_path, trained.step, trained.config, config,
-                                                          mismatches, checkpoint_sha256=trained.checkpoint_sha256),
+                                                          mismatches, checkpoint_sha256=trained.checkpoint_sha256,
+                                                          options=options, data=fingerprint),
                         skipped)
     title = (f"{data.spec.name} fold {config['eval_fold']}, setting {config['setting']}, {summary['model_label']} "
              f"at step {trained.step}, {config['n_support_slices']} support slice(s) per scan and chunk")
     print("\n" + "\n".join(filter(None, [title, format_score_table(evaluation), skipped_scans_note(summary)])) + "\n")
 
     # --- write results: one writer, one evaluation per folder, summary.json last (evaluation/reports.py) ----
-    output_dir = run.evaluation(config["eval_fold"], checkpoint_path, config["n_support_slices"])
+    output_dir = run.evaluation(config["eval_fold"], checkpoint_path, config["n_support_slices"], departures=departures)
     with RunLock(output_dir, "test.py"):
         begin_evaluation(output_dir)
         outputs = []
@@ -99,17 +110,19 @@ def test(_config, _run, model_options):  # model_options captured so `model_opti
     return summary["mean_dice"]
 
 
-def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout, device, precision: str, _run) -> float:
+def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout, device, precision: str, _run,
+                         options: dict, fingerprint: dict, departures: dict) -> float:
     """The semi-supervised track's evaluation: every test volume slice by slice at the patch size the
     model was trained with, every class scored (evaluation/volume_scoring.py), written as the
-    few-shot evaluations are."""
+    few-shot evaluations are (options, data fingerprint, departures: as `test` gives them)."""
     data = semi_supervised_data(config)
     volumes = data.evaluation_volumes(data.test_ids)
     evaluation = evaluate_volumes(trained.model, volumes, data.classes, trained.config["image_size"], device,
                                   precision, config["eval_batch_size"], config["metrics"], config["metric_rules"],
                                   progress=lambda items: tqdm(items, desc="test volumes"))
     provenance = evaluation_provenance(trained.checkpoint, trained.step, trained.config, config, mismatches,
-                                       checkpoint_sha256=trained.checkpoint_sha256)
+                                       checkpoint_sha256=trained.checkpoint_sha256, options=options,
+                                       data=fingerprint)
     summary = {**summarize(evaluation, provenance), "metric_rules": config["metric_rules"],
                "distance_unit": volumes[0].distance_unit, "empty_predictions": empty_prediction_counts(evaluation),
                "labelled": labelled_count(trained.config)}
@@ -119,7 +132,8 @@ def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout
              f"{summary['labelled']} labelled {unit}, step {trained.step}; distances in "
              f"{summary['distance_unit']}, empty predictions scored by the {config['metric_rules']} rules")
     print("\n" + title + "\n" + format_score_table(evaluation, per_scan=False) + "\n")
-    output_dir = run.evaluation(config["eval_fold"], trained.checkpoint, protocol_checkpoint=BEST_CHECKPOINT_NAME)
+    output_dir = run.evaluation(config["eval_fold"], trained.checkpoint, protocol_checkpoint=BEST_CHECKPOINT_NAME,
+                                departures=departures)
     with RunLock(output_dir, "test.py"):
         begin_evaluation(output_dir)
         outputs = (save_label_maps(volumes, evaluation, data.classes, output_dir / PREDICTIONS_FOLDER)

@@ -29,6 +29,7 @@ from dataloaders.folds import FoldSplit, fold_split
 from dataloaders.specs import DatasetSpec, get_spec
 from dataloaders.volumes import Scan, load_scans
 from evaluation.episodes import TestEpisode, fold_test_episodes, query_scans_without_organ
+from experiment.data_identity import DATA_FINGERPRINT_KEY
 from experiment.semi_supervised_assembly import build_method
 from models import SEMI_SUPERVISED, build_model, model_track, original_steps
 from utils.checkpoint import FILE_SHA256_KEY, load_checkpoint, load_model_weights
@@ -164,6 +165,7 @@ class TrainedModel:
     step: int
     checkpoint: Path
     checkpoint_sha256: str  # of exactly the bytes the weights were loaded from
+    data_fingerprint: dict | None = None  # of the data it was trained on (None: saved before fingerprints)
 
 
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> TrainedModel:
@@ -173,7 +175,8 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
     config = upgrade_saved_config(state["config"])
     model = build_model_from_config(config).to(device)
     load_model_weights(model, state["model"], checkpoint)
-    return TrainedModel(model, config, state["step"], checkpoint, state[FILE_SHA256_KEY])
+    return TrainedModel(model, config, state["step"], checkpoint, state[FILE_SHA256_KEY],
+                        state.get("extra", {}).get(DATA_FINGERPRINT_KEY))
 
 
 def upgrade_saved_config(config: dict) -> dict:

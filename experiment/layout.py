@@ -12,6 +12,9 @@
                                     predictions/ and overlays/ when asked for
         evaluation_fold<k>_<name>/  test.py on checkpoints/<name>.pth (e.g. _initial)
         evaluation_fold<k>[_<name>]_support<N>/  the same with n_support_slices = N > 1
+        evaluation_fold<k>[_<name>][_support<N>]_nparts<P>_zmargin<M>/  ... and evaluation options other
+                                    than the protocol's (`EVALUATION_SUFFIXES`: n_parts, z_margin,
+                                    support_choice, metric_rules, other data than trained on)
         extended_from.json          a run continued from another's last checkpoint (experiment/extension.py)
 
 An evaluation always lives in the run folder of the checkpoint it scored (`RunLayout.of_checkpoint`),
@@ -42,6 +45,10 @@ SACRED_FOLDER = "sacred"
 EVALUATION_PREFIX = "evaluation_fold"
 SUPPORT_SIZE_SUFFIX = "_support"  # + N: evaluations with N support slices per scan and chunk
 PROTOCOL_SUPPORT_SLICES = 1  # the protocol's support: its evaluations carry no support-size suffix
+# the evaluation options that, away from the protocol's values, name an evaluation folder of their
+# own (experiment/provenance.py `protocol_departures`), in the order of the folder name
+EVALUATION_SUFFIXES = {"n_parts": "_nparts", "z_margin": "_zmargin", "support_choice": "_choice",
+                       "metric_rules": "_rules", "data_sha256": "_data"}
 FOLD_SUFFIX = re.compile(r"_fold(\d+)$")
 FAILED_STATUS = "FAILED"  # the status in Sacred's run.json of a call that raised
 TRAIN_COMMAND = "train"  # Sacred's command name of train.py's calls
@@ -117,15 +124,22 @@ class RunLayout:
 
     def evaluation(self, fold: int, checkpoint: Path | None = None,
                    n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
-                   protocol_checkpoint: str = LAST_CHECKPOINT_NAME) -> Path:
+                   protocol_checkpoint: str = LAST_CHECKPOINT_NAME,
+                   departures: dict[str, object] | None = None) -> Path:
         """evaluation_fold<k> for the protocol's weights (checkpoint None or `protocol_checkpoint`:
         last.pth for the few-shot track, best.pth for the semi-supervised one), else
         evaluation_fold<k>_<checkpoint file stem>; + _support<N> for N support slices other than
-        the protocol's one."""
+        the protocol's one; + e.g. _nparts1_zmargin3 for `departures`, the evaluation options
+        ({key of EVALUATION_SUFFIXES: value}) that differ from the protocol's."""
         protocol = checkpoint is None or Path(checkpoint).name == protocol_checkpoint
         suffix = "" if protocol else f"_{Path(checkpoint).stem}"
         if n_support_slices != PROTOCOL_SUPPORT_SLICES:
             suffix += f"{SUPPORT_SIZE_SUFFIX}{n_support_slices}"
+        unknown = set(departures or {}) - set(EVALUATION_SUFFIXES)
+        if unknown:
+            raise ValueError(f"evaluation options {sorted(unknown)} have no folder suffix (EVALUATION_SUFFIXES)")
+        suffix += "".join(f"{label}{check_run_name(str(departures[key]), key)}"
+                          for key, label in EVALUATION_SUFFIXES.items() if key in (departures or {}))
         return self.folder / f"{EVALUATION_PREFIX}{fold}{suffix}"
 
 

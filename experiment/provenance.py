@@ -5,10 +5,15 @@
 - `bind_to_checkpoint`: test.py evaluates with the dataset, setting, label group and fold the
   checkpoint was trained with; a request that contradicts them is refused unless
   `allow_config_mismatch=True`, which is then recorded;
+- `evaluation_options`, `protocol_departures`: every option that changes what is scored (the
+  few-shot test episodes' n_parts, z_margin, support_choice, n_support_slices; the semi-supervised
+  metric_rules; the evaluated data's fingerprint), and those away from the protocol's values, which
+  name an evaluation folder of its own (`RunLayout.evaluation`) instead of the protocol's;
 - `evaluation_provenance`: what summary.json records of the checkpoint (path, SHA-256, step,
-  model, training config) and of the evaluation (dataset, fold, setting, label group, overrides);
+  model, training config) and of the evaluation (dataset, fold, setting, label group, overrides,
+  evaluation options, data);
 - `check_fold_row`: summarize_folds puts in one table row only evaluations of one model trained
-  with one config, folds apart.
+  with one config, folds apart, evaluated with the same options.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Collection, Sequence
 
 from experiment.config_checks import ConfigError
 from experiment.layout import RunLayout
+from models import SEMI_SUPERVISED
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,17 @@ BOUND_KEYS = ("dataset", "setting", "label_group", "eval_fold")
 OVERRIDE_KEY = "allow_config_mismatch"
 TRAINING_CONFIG_KEY = "training_config"
 MISMATCH_KEY = "config_mismatch"
+EVALUATION_OPTIONS_KEY = "evaluation_options"
+DATA_KEY = "data"  # summary.json: the evaluated data's fingerprint (experiment/data_identity.py)
+DATA_SHA256_KEY = "data_sha256"  # evaluation option: the evaluated data's content digest
+# the config keys that change what an evaluation scores, per track (docs/PROTOCOL.md)
+FEW_SHOT_EVALUATION_KEYS = ("n_parts", "z_margin", "support_choice", "n_support_slices")
+SEMI_SUPERVISED_EVALUATION_KEYS = ("metric_rules",)
+# the protocol's values of the evaluation options that do not follow the training config
+# (support_choice and the data do: the protocol evaluates as the checkpoint was trained);
+# n_support_slices is named by the folder's _support<N> and read by the support-size tables
+PROTOCOL_EVALUATION = {"n_parts": 3, "z_margin": 0, "metric_rules": "ssl4mis"}
+DATA_SUFFIX_DIGITS = 12  # of the data's digest, in the folder name of an evaluation on other data
 
 
 class ProvenanceError(ValueError):
@@ -103,11 +120,33 @@ def _describe_mismatch(key: str, values: dict) -> str:
     return text
 
 
+def evaluation_options(evaluated: dict, data: dict | None) -> dict:
+    """{option: value} of every option of `evaluated` that changes what its track's evaluation
+    scores, and `data_sha256`: the content digest of the evaluated data (`data`: its fingerprint;
+    None leaves it out, for a caller that only names the folder of the config's evaluation)."""
+    keys = SEMI_SUPERVISED_EVALUATION_KEYS if evaluated["track"] == SEMI_SUPERVISED else FEW_SHOT_EVALUATION_KEYS
+    return {**{key: evaluated[key] for key in keys}, **({DATA_SHA256_KEY: data["sha256"]} if data else {})}
+
+
+def protocol_departures(options: dict, trained: dict, trained_data: dict | None) -> dict:
+    """{option: value} of the `options` that differ from the protocol's, as `RunLayout.evaluation`
+    names them: n_parts 3, z_margin 0, metric_rules "ssl4mis", support_choice as trained, the data
+    as trained (`trained_data`: the checkpoint's fingerprint). What a checkpoint of an earlier
+    version does not record (its data's fingerprint, its support_choice) counts as the same."""
+    protocol = {**PROTOCOL_EVALUATION, "support_choice": trained.get("support_choice", options.get("support_choice")),
+                DATA_SHA256_KEY: trained_data["sha256"] if trained_data else options.get(DATA_SHA256_KEY)}
+    departures = {key: value for key, value in options.items() if key in protocol and value != protocol[key]}
+    if DATA_SHA256_KEY in departures:
+        departures[DATA_SHA256_KEY] = departures[DATA_SHA256_KEY][:DATA_SUFFIX_DIGITS]
+    return departures
+
+
 def evaluation_provenance(checkpoint: Path, step: int, trained: dict, evaluated: dict, mismatches: dict, *,
-                          checkpoint_sha256: str) -> dict:
+                          checkpoint_sha256: str, options: dict | None = None, data: dict | None = None) -> dict:
     """The summary.json fields that say what was scored: the evaluated dataset, fold, setting and
     label group, the support slices per scan and chunk, the checkpoint (path, SHA-256, step), its
-    model and full training config, and any mismatch that `allow_config_mismatch` let through.
+    model and full training config, any mismatch that `allow_config_mismatch` let through, the
+    evaluation options (`evaluation_options`) and the evaluated data's fingerprint (`data`).
 
     checkpoint_sha256: the SHA-256 of the bytes the scored model was loaded from
     (`utils.checkpoint.FILE_SHA256_KEY` of `load_checkpoint`'s result), never of the file read
@@ -123,6 +162,8 @@ def evaluation_provenance(checkpoint: Path, step: int, trained: dict, evaluated:
         OVERRIDE_KEY: bool(evaluated[OVERRIDE_KEY]),
         MISMATCH_KEY: mismatches,
         TRAINING_CONFIG_KEY: trained,
+        **({EVALUATION_OPTIONS_KEY: options} if options is not None else {}),
+        **({DATA_KEY: data} if data is not None else {}),
     }
 
 
@@ -140,7 +181,9 @@ def check_fold_row(row: str, evaluations: Sequence[FoldEvaluation]) -> None:
     """Refuse a table row whose evaluations are not one model trained with one config, folds apart.
 
     Prefixes joined by '+' (Setting 2: one run per organ group) may differ in `label_group` too.
-    Summaries written before evaluations recorded their training config are accepted with a warning.
+    Evaluations with different `evaluation_options` (n_parts, z_margin, ..., the data) are refused.
+    Summaries written before evaluations recorded their training config, or their evaluation
+    options, are accepted with a warning.
     """
     unchecked = [evaluation for evaluation in evaluations if TRAINING_CONFIG_KEY not in evaluation.summary]
     for evaluation in unchecked:
@@ -172,3 +215,22 @@ def check_fold_row(row: str, evaluations: Sequence[FoldEvaluation]) -> None:
         if first.summary["step"] != other.summary["step"]:
             raise ProvenanceError(f"{row}: {first.path} and {other.path} evaluate checkpoints of different training "
                                   f"steps ({first.summary['step']} vs {other.summary['step']})")
+    _check_same_evaluation_options(row, evaluations)
+
+
+def _check_same_evaluation_options(row: str, evaluations: Sequence[FoldEvaluation]) -> None:
+    for evaluation in evaluations:
+        if TRAINING_CONFIG_KEY in evaluation.summary and EVALUATION_OPTIONS_KEY not in evaluation.summary:
+            logger.warning("%s: written before evaluations recorded their evaluation options (n_parts, z_margin, "
+                           "data, ...); not checked against the rest of row %s", evaluation.path, row)
+    recorded = [evaluation for evaluation in evaluations if EVALUATION_OPTIONS_KEY in evaluation.summary]
+    for first, other in zip(recorded, recorded[1:]):
+        first_options, other_options = first.summary[EVALUATION_OPTIONS_KEY], other.summary[EVALUATION_OPTIONS_KEY]
+        differing = sorted(key for key in first_options.keys() | other_options.keys()
+                           if first_options.get(key) != other_options.get(key))
+        if differing:
+            key = differing[0]
+            raise ProvenanceError(
+                f"{row}: {first.path} and {other.path} were evaluated with different {key} "
+                f"({first_options.get(key)!r} vs {other_options.get(key)!r}; all differing evaluation options: "
+                f"{differing}); one row holds evaluations made one way")

@@ -34,7 +34,7 @@ import torch
 
 from evaluation.reports import SUMMARY_NAME
 from experiment.layout import RunLayout
-from experiment.provenance import BOOKKEEPING_KEYS, TRAINING_CONFIG_KEY
+from experiment.provenance import BOOKKEEPING_KEYS, TRAINING_CONFIG_KEY, evaluation_options, protocol_departures
 from utils.io import file_sha256, read_json
 from utils.run_lock import RunLockError, describe_holder, holder_is_stale, lock_holder
 
@@ -102,7 +102,9 @@ def evaluation_is_current(job: FoldJob) -> bool:
     SHA-256 recorded in summary.json), trained for the job's n_steps with the job's training config
     (keys other than bookkeeping). File times play no part."""
     layout = RunLayout(job.run_folder)
-    summary_path = layout.evaluation(job.fold, n_support_slices=job.config["n_support_slices"]) / SUMMARY_NAME
+    departures = protocol_departures(evaluation_options(job.config, None), job.config, None)  # e.g. z_margin=3
+    summary_path = layout.evaluation(job.fold, n_support_slices=job.config["n_support_slices"],
+                                     departures=departures) / SUMMARY_NAME
     if not (summary_path.is_file() and layout.last_checkpoint.is_file()):
         return False
     summary = read_json(summary_path)

@@ -1,5 +1,6 @@
 """scripts/summarize_folds.py, summarize_support_sizes.py, summarize_curves.py, compare_rows.py and
 compare_evaluations.py on hand-written runs."""
+import logging
 import sys
 from pathlib import Path
 
@@ -21,10 +22,11 @@ CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 
 def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100,
                   organ_hd95: dict[str, tuple[float, int]] | None = None, training: dict | None = None,
-                  mismatch: dict | None = None, folder_suffix: str = "") -> Path:
+                  mismatch: dict | None = None, folder_suffix: str = "", options: dict | None = None) -> Path:
     """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)};
     training: the checkpoint's training config (None: a summary written before provenance was recorded);
-    folder_suffix: after evaluation_fold<k> (e.g. _support4)."""
+    folder_suffix: after evaluation_fold<k> (e.g. _support4); options: its evaluation options (None: a
+    summary written before they were recorded)."""
     folder = run_dir / f"evaluation_fold{fold}{folder_suffix}"
     organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
     for organ, (hd95, undefined) in (organ_hd95 or {}).items():
@@ -34,6 +36,8 @@ def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: 
     if training is not None:
         summary.update(training_config={**training, "eval_fold": fold}, config_mismatch=mismatch or {},
                        allow_config_mismatch=bool(mismatch))
+    if options is not None:
+        summary["evaluation_options"] = options
     write_json(summary, folder / "summary.json")
     return folder
 
@@ -157,6 +161,29 @@ def test_a_row_refuses_a_fold_evaluated_against_its_training_config_or_trained_o
     write_json({**read_json(summary), "training_config": training_config(eval_fold=0)}, summary)
     with pytest.raises(SystemExit, match="trained on fold 0, but its run folder is fold 1"):
         summary_table([str(tmp_path / "Y_psmnet")])
+
+
+PROTOCOL_OPTIONS = {"n_parts": 3, "z_margin": 0, "support_choice": "next", "n_support_slices": 1,
+                    "data_sha256": "a" * 64}
+
+
+@pytest.mark.parametrize("changes,key", [(dict(n_parts=1, z_margin=3), "n_parts"), (dict(z_margin=3), "z_margin"),
+                                         (dict(data_sha256="b" * 64), "data_sha256")])
+def test_a_row_mixing_evaluation_options_or_data_is_refused_naming_the_key(tmp_path, changes, key):
+    write_summary(tmp_path / "X_psmnet_fold0", 0, {"liver": 0.8}, training=training_config(), options=PROTOCOL_OPTIONS)
+    write_summary(tmp_path / "X_psmnet_fold1", 1, {"liver": 0.6}, training=training_config(),
+                  options={**PROTOCOL_OPTIONS, **changes})
+    with pytest.raises(SystemExit, match=rf"evaluated with different {key} \("):
+        summary_table([str(tmp_path / "X_psmnet")])
+
+
+def test_a_row_with_a_summary_written_before_evaluation_options_is_tabulated_with_a_warning(tmp_path, caplog):
+    write_summary(tmp_path / "X_psmnet_fold0", 0, {"liver": 0.8}, training=training_config(), options=PROTOCOL_OPTIONS)
+    write_summary(tmp_path / "X_psmnet_fold1", 1, {"liver": 0.6}, training=training_config())
+    with caplog.at_level(logging.WARNING, logger="experiment.provenance"):
+        assert summary_table([str(tmp_path / "X_psmnet")]).splitlines()[2].startswith("| X_psmnet | 2 |")
+    assert "X_psmnet_fold1/evaluation_fold1/summary.json: written before evaluations recorded their evaluation " \
+           "options" in caplog.text
 
 
 def test_setting2_groups_of_one_row_may_differ_in_label_group_only(tmp_path):
