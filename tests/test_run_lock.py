@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import train  # noqa: F401  (registers the "train" command)
+from config import ex
+from conftest import tiny_config
 from experiment.extension import ExtensionError, extend_run
 from experiment.layout import RunLayout
 from utils.checkpoint import save_checkpoint
@@ -129,3 +132,18 @@ def test_an_unfinished_run_is_extended_only_when_allowed(tmp_path):
     assert refused.returncode != 0 and "--allow-unfinished" in refused.stderr
     allowed = subprocess.run(script + ["--allow-unfinished"], capture_output=True, text=True, check=True)
     assert "(step 2)" in allowed.stdout and "(copied)" in allowed.stdout
+
+
+def test_train_py_refuses_a_run_folder_another_process_writes_and_leaves_it_untouched(demo_root, tmp_path):
+    """train.py takes the run folder's lock before anything is written: a second training of the same
+    run (e.g. with another lr) is refused naming the holder, and writes no checkpoint."""
+    run = tmp_path / "runs" / "DEMO_setting1_psmnet_fold0"
+    holder = start_holder(run, "train.py")
+    try:
+        with pytest.raises(RunLockError, match=rf"in use by pid {holder.pid}"):
+            ex.run("train", config_updates=tiny_config(demo_root, tmp_path / "runs", lr=0.02),
+                   named_configs=["demo", "cpu"], options={"--loglevel": "ERROR"})
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+    assert not (run / "checkpoints").exists()
