@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import experiment.sweep as sweep
+from config import composed_config
 from conftest import command_line_arguments, tiny_config
 from experiment.sweep import FoldJob, JobOutcome, cpu_workers, run_on_workers, table_jobs
 from utils.checkpoint import load_checkpoint
@@ -110,8 +111,9 @@ def test_each_worker_runs_one_job_at_a_time_and_every_worker_is_used(monkeypatch
 
 
 def test_an_evaluation_is_current_only_if_it_scored_the_present_checkpoint_of_the_same_training(tmp_path):
-    config = {"lr": 0.01, "n_steps": 4, "seed": 1, "eval_fold": 0, "log_every": 5, "runs_root": "runs",
-              "n_support_slices": 1}
+    # a job carries the composed config of its arguments (table_jobs), every key of it
+    config = composed_config(["demo"], {"lr": 0.01, "n_steps": 4, "seed": 1, "eval_fold": 0, "log_every": 5,
+                                        "runs_root": "runs", "n_support_slices": 1})
     job = FoldJob(("demo",), 0, tmp_path, config)
     checkpoint = tmp_path / "checkpoints" / "last.pth"
     checkpoint.parent.mkdir()
