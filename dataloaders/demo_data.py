@@ -50,7 +50,7 @@ TISSUE_INTENSITY = {
 # tissue around it, but shares its intensities with structures elsewhere (liver: muscle wall, aorta,
 # bowel gas; right kidney: bowel content and vena cava; spleen: spinal canal and, in most scans,
 # the left kidney), so shape and context matter. With the organs inside the soft-tissue range
-# instead, a few minutes of CPU training did not learn them (docs/RESULTS.md#demo).
+# instead, a few minutes of CPU training did not learn them (docs/results/demo.md).
 ORGAN_INTENSITY = {1: 0.18, 2: 0.75, 3: 1.10, 4: 0.92}
 ORGAN_INTENSITY_JITTER = 0.04
 TEXTURE_AMPLITUDE = 0.04

@@ -2,7 +2,7 @@
 
 Both few-shot originals train with SGD (momentum 0.9, weight decay 5e-4) and a step decay of the
 learning rate. AdamW is the option for models trained with Adam in their papers (UniverSeg); on the
-demo it did not beat SGD (docs/RESULTS.md#demo). A linear warm-up may precede the step decay (the
+demo it did not beat SGD (docs/results/demo.md). A linear warm-up may precede the step decay (the
 demo's `quick` schedule uses one). The semi-supervised originals (SSL4MIS) decay polynomially:
 after iteration i the learning rate becomes lr x (1 - i / n_steps) ^ 0.9 (`lr_schedule="poly"`).
 

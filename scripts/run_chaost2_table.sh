@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CHAOST2 table (docs/RESULTS.md#chaost2): superpixel self-supervision under one CPU profile for
+# The CHAOST2 table (docs/results/chaost2.md): superpixel self-supervision under one CPU profile for
 # every model, all five folds, trained and tested fold by fold, two runs at a time with one torch
 # thread each (the fastest use of a 2-core machine; see RESULTS.md).
 #
@@ -19,7 +19,7 @@
 # (training steps, default 3000, RESULTS.md), EXTRA (config updates added to every run, e.g.
 # EXTRA="seed=7"), EXTEND_TO (after the table, its rows' runs continued from their last checkpoints
 # to this many steps in new runs <prefix>_steps<N>_fold<k>, scripts/extend_runs.py: PSMnet's curve
-# still rises at 3000 steps, RESULTS.md#learning-curves; runs under runs/).
+# still rises at 3000 steps, docs/results/chaost2.md#learning-curves; runs under runs/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUTF8=1 OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore::UserWarning
