@@ -27,7 +27,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from config import ex
-from evaluation.reports import (OVERLAYS_FOLDER, PREDICTIONS_FOLDER, SUMMARY_NAME, begin_evaluation, format_score_table,
+from evaluation.reports import (DISTANCE_UNIT_KEY, OVERLAYS_FOLDER, PREDICTIONS_FOLDER, SUMMARY_NAME, begin_evaluation,
+                                format_score_table,
                                 skipped_scans_note, summarize, write_evaluation)
 from dataloaders.acdc import ACDC_NAME
 from evaluation.scoring import evaluate_episodes
@@ -124,14 +125,14 @@ def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout
                                        checkpoint_sha256=trained.checkpoint_sha256, options=options,
                                        data=fingerprint)
     summary = {**summarize(evaluation, provenance), "metric_rules": config["metric_rules"],
-               "distance_unit": volumes[0].distance_unit, "empty_predictions": empty_prediction_counts(evaluation),
+               DISTANCE_UNIT_KEY: volumes[0].distance_unit, "empty_predictions": empty_prediction_counts(evaluation),
                "labelled": labelled_count(trained.config)}
     split = "" if data.name == ACDC_NAME else f"fold {config['eval_fold']} "
     unit = "patients" if data.name == ACDC_NAME else "scans"
     title = (f"{data.name} {split}test set ({len(volumes)} volumes), {summary['model_label']} with "
              f"{summary['labelled']} labelled {unit}, step {trained.step}; distances in "
-             f"{summary['distance_unit']}, empty predictions scored by the {config['metric_rules']} rules")
-    print("\n" + title + "\n" + format_score_table(evaluation, per_scan=False) + "\n")
+             f"{summary[DISTANCE_UNIT_KEY]}, empty predictions scored by the {config['metric_rules']} rules")
+    print("\n" + title + "\n" + format_score_table(evaluation, per_scan=False, distance_unit=summary[DISTANCE_UNIT_KEY]) + "\n")
     output_dir = run.evaluation(config["eval_fold"], trained.checkpoint, protocol_checkpoint=BEST_CHECKPOINT_NAME,
                                 departures=departures)
     with RunLock(output_dir, "test.py"):

@@ -35,7 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from evaluation.metrics import METRICS
+from evaluation.metrics import METRICS, MILLIMETRES
 from evaluation.scoring import Evaluation, mean_and_std
 from utils.io import atomic_write, write_json, write_text
 
@@ -44,6 +44,7 @@ SCORES_NAME = "scores.csv"
 TABLE_NAME = "table.md"
 SKIPPED_KEY = "skipped_scans"
 FILES_KEY = "files"  # in summary.json: the evaluation's other files, relative to its folder
+DISTANCE_UNIT_KEY = "distance_unit"  # in summary.json where distances are not in mm (ACDC: voxels)
 PREDICTIONS_FOLDER = "predictions"
 OVERLAYS_FOLDER = "overlays"
 OUTPUT_FOLDERS = (PREDICTIONS_FOLDER, OVERLAYS_FOLDER)
@@ -127,10 +128,18 @@ def write_evaluation(evaluation: Evaluation, summary: dict, folder: Path, output
             writer.writerow([score.organ, score.label, score.scan_id,
                              *(score.values[metric] for metric in evaluation.metric_names),
                              *_counts(score).values()])
-    write_text("\n\n".join(filter(None, [format_score_table(evaluation), skipped_scans_note(summary)])) + "\n",
+    table = format_score_table(evaluation, distance_unit=summary.get(DISTANCE_UNIT_KEY, MILLIMETRES))
+    write_text("\n\n".join(filter(None, [table, skipped_scans_note(summary)])) + "\n",
                folder / TABLE_NAME)
     files = [SCORES_NAME, TABLE_NAME, *(Path(path).resolve().relative_to(folder.resolve()).as_posix() for path in outputs)]
     write_json({**summary, FILES_KEY: sorted(files)}, folder / SUMMARY_NAME)
+
+
+def metric_unit(metric: str, distance_unit: str = MILLIMETRES) -> str:
+    """The unit a table prints `metric` in: a distance in the evaluated data's `distance_unit` (mm, or
+    voxels for data that stores no spacing: ACDC), any other metric in its registered unit."""
+    unit = METRICS[metric].unit
+    return distance_unit if unit == MILLIMETRES else unit
 
 
 def format_value(value: float, metric: str) -> str:
@@ -138,13 +147,13 @@ def format_value(value: float, metric: str) -> str:
     return "n/a" if math.isnan(value) else f"{METRICS[metric].scale * value:.2f}"
 
 
-def format_score_table(evaluation: Evaluation, per_scan: bool = True) -> str:
+def format_score_table(evaluation: Evaluation, per_scan: bool = True, distance_unit: str = MILLIMETRES) -> str:
     """Markdown: one row per organ, Dice per query scan (unless `per_scan` is False), then the organ
-    mean of every metric."""
+    mean of every metric (distances headed with `distance_unit`)."""
     scan_ids = sorted({score.scan_id for score in evaluation.scores}) if per_scan else []
     by_key = {(score.organ, score.scan_id): score for score in evaluation.scores}
     means = {metric: evaluation.organ_means(metric) for metric in evaluation.metric_names}
-    metric_headers = [f"{metric} ({METRICS[metric].unit})" for metric in evaluation.metric_names]
+    metric_headers = [f"{metric} ({metric_unit(metric, distance_unit)})" for metric in evaluation.metric_names]
     header = ["organ", *(f"scan {scan_id} dice" for scan_id in scan_ids), *metric_headers]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for organ in evaluation.organs:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from evaluation.reports import SUMMARY_NAME
+from evaluation.metrics import MILLIMETRES
+from evaluation.reports import DISTANCE_UNIT_KEY, SUMMARY_NAME
 from experiment.layout import PROTOCOL_SUPPORT_SLICES, SUPPORT_SIZE_SUFFIX, fold_runs, row_name
 from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row
 from utils.io import read_json
@@ -37,6 +38,19 @@ class RowEvaluations:
         for evaluation in self.evaluations:
             per_fold.setdefault(evaluation.fold, {}).update(evaluation.summary["organs"])
         return dict(sorted(per_fold.items()))
+
+
+def distance_unit(rows: dict[str, RowEvaluations]) -> str:
+    """The one unit the distances of every row's evaluations are in (mm unless a summary says
+    otherwise: ACDC's are voxels); a SystemExit naming the rows when they mix units, since a table
+    of them would put voxels and millimetres in one column."""
+    units = {name: {evaluation.summary.get(DISTANCE_UNIT_KEY, MILLIMETRES) for evaluation in read.evaluations}
+             for name, read in rows.items()}
+    found = set().union(*units.values())
+    if len(found) > 1:
+        listed = "; ".join(f"{name}: {', '.join(sorted(unit))}" for name, unit in units.items())
+        raise SystemExit(f"the rows' distances are in different units ({listed}): tabulate them separately")
+    return found.pop() if found else MILLIMETRES
 
 
 def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,

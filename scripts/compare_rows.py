@@ -22,8 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
-from evaluation.reports import HEADLINE_METRIC, paired_difference_table  # noqa: E402
-from experiment.fold_rows import row_evaluations  # noqa: E402
+from evaluation.reports import HEADLINE_METRIC, metric_unit, paired_difference_table  # noqa: E402
+from experiment.fold_rows import distance_unit, row_evaluations  # noqa: E402
 from experiment.layout import row_name  # noqa: E402
 
 
@@ -38,9 +38,10 @@ def comparison_tables(pairs: list[tuple[str, str]], metrics: tuple[str, ...] = (
         if unpaired:
             notes.append(f"{row_name(row_a)} minus {row_name(row_b)}: fold(s) {', '.join(map(str, unpaired))} "
                          f"left out, evaluated for one row only")
+    distances_in = distance_unit({row_name(row): evaluations for row, evaluations in read.items()})
     sections = []
     for metric in metrics:
-        sections += [f"{metric} ({METRICS[metric].unit}), organs' mean: A minus B per fold",
+        sections += [f"{metric} ({metric_unit(metric, distances_in)}), organs' mean: A minus B per fold",
                      paired_difference_table({(row_name(row_a), row_name(row_b)): (organs[row_a], organs[row_b])
                                               for row_a, row_b in pairs}, metric)]
     return "\n\n".join(sections + notes)

@@ -11,7 +11,8 @@ prefixes joined by `+` whose organs are combined (Setting 2 trains one model per
 Per organ and fold, a metric is the mean over that fold's query scans (test.py's summary.json);
 each table shows the mean and standard deviation over folds, organs as columns in label order,
 and the organs' mean per fold likewise; a second table per metric lists the organs' mean of every
-fold (a fold not evaluated is '-'). Dice and HD95 by default (Dice in %, HD95 in mm). A row
+fold (a fold not evaluated is '-'). Dice and HD95 by default (Dice in %, HD95 in mm, or in voxels
+for data without spacing: ACDC; rows in different units are refused). A row
 whose folds were trained with different models or configs (other than the fold, and the label
 group between '+'-joined prefixes), or evaluated with `allow_config_mismatch`, is refused with the
 differing key (the provenance test.py writes into summary.json); a fold that not every '+'-joined
@@ -27,8 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
-from evaluation.reports import fold_means_table, fold_table, undefined_counts  # noqa: E402
-from experiment.fold_rows import row_evaluations  # noqa: E402
+from evaluation.reports import fold_means_table, fold_table, metric_unit, undefined_counts  # noqa: E402
+from experiment.fold_rows import distance_unit, row_evaluations  # noqa: E402
 from experiment.layout import PROTOCOL_SUPPORT_SLICES, row_name  # noqa: E402
 
 DEFAULT_METRICS = ("dice", "hd95")
@@ -42,12 +43,14 @@ def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
     rows_read = {row_name(row): row_evaluations(row, n_support_slices, folds) for row in rows}
     evaluations = {name: read.evaluations for name, read in rows_read.items()}
     results = {name: read.organs_per_fold() for name, read in rows_read.items()}
+    distances_in = distance_unit(rows_read)
     sections = []
     for metric in metrics:
-        title = f"{metric} ({METRICS[metric].unit}), mean ± std over folds"
+        unit = metric_unit(metric, distances_in)
+        title = f"{metric} ({unit}), mean ± std over folds"
         notes = [f"{name}: {count} query scan(s) without a value (empty prediction), left out of the means"
                  for name, count in undefined_counts(results, metric).items() if count]
-        per_fold_title = f"{metric} ({METRICS[metric].unit}), organs' mean per fold"
+        per_fold_title = f"{metric} ({unit}), organs' mean per fold"
         sections.append("\n\n".join([title, fold_table(results, metric), per_fold_title,
                                       fold_means_table(results, metric), *notes]))
     skipped = {name: sum(evaluation.summary.get("n_skipped_scans", 0) for evaluation in row)

@@ -22,11 +22,13 @@ CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 
 def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100,
                   organ_hd95: dict[str, tuple[float, int]] | None = None, training: dict | None = None,
-                  mismatch: dict | None = None, folder_suffix: str = "", options: dict | None = None) -> Path:
+                  mismatch: dict | None = None, folder_suffix: str = "", options: dict | None = None,
+                  distance_unit: str | None = None) -> Path:
     """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)};
     training: the checkpoint's training config (None: a summary written before provenance was recorded);
     folder_suffix: after evaluation_fold<k> (e.g. _support4); options: its evaluation options (None: a
-    summary written before they were recorded)."""
+    summary written before they were recorded); distance_unit: as the semi-supervised track records it
+    (None: not recorded, as the few-shot track's summaries, whose distances are in mm)."""
     folder = run_dir / f"evaluation_fold{fold}{folder_suffix}"
     organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
     for organ, (hd95, undefined) in (organ_hd95 or {}).items():
@@ -38,6 +40,8 @@ def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: 
                        allow_config_mismatch=bool(mismatch))
     if options is not None:
         summary["evaluation_options"] = options
+    if distance_unit is not None:
+        summary["distance_unit"] = distance_unit
     write_json(summary, folder / "summary.json")
     return folder
 
@@ -128,6 +132,24 @@ def test_hd95_table_in_millimetres_notes_scans_without_a_value(tmp_path):
     assert lines[3] == "| X_setting1_alpnet | 1 | n/a | n/a | n/a |"
     assert hd95_section.rstrip().endswith("X_setting1_psmnet: 1 query scan(s) without a value (empty prediction), "
                                           "left out of the means")
+
+
+def test_distances_recorded_in_voxels_are_headed_in_voxels_and_never_mixed_with_millimetres(tmp_path):
+    """ACDC stores no spacing: its HD95 is in voxels (summary.json's distance_unit), and a table or a
+    paired comparison must say so; rows in voxels and in mm cannot share a column."""
+    write_summary(tmp_path / "ACDC_supervised_fold0", 0, {"liver": 0.5}, organ_hd95={"liver": (4.0, 0)},
+                  distance_unit="voxels")
+    write_summary(tmp_path / "ACDC_mean_teacher_fold0", 0, {"liver": 0.7}, organ_hd95={"liver": (3.0, 0)},
+                  distance_unit="voxels")
+    write_summary(tmp_path / "X_setting1_psmnet_fold0", 0, {"liver": 0.8}, organ_hd95={"liver": (10.0, 0)})
+    voxel_rows = [str(tmp_path / "ACDC_supervised"), str(tmp_path / "ACDC_mean_teacher")]
+    output = summary_tables(voxel_rows, ("dice", "hd95"))
+    assert "hd95 (voxels), mean ± std over folds" in output and "hd95 (voxels), organs' mean per fold" in output
+    assert "(mm)" not in output and "dice (%), mean ± std over folds" in output
+    comparison = comparison_tables([tuple(voxel_rows)], ("hd95",))
+    assert comparison.startswith("hd95 (voxels), organs' mean: A minus B per fold")
+    with pytest.raises(SystemExit, match=r"different units \(ACDC_supervised: voxels; .*X_setting1_psmnet: mm\)"):
+        summary_tables([voxel_rows[0], str(tmp_path / "X_setting1_psmnet")], ("hd95",))
 
 
 def test_missing_folds_are_a_clear_error(tmp_path):

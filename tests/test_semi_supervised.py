@@ -307,6 +307,8 @@ def test_mean_teacher_trains_resumes_exactly_and_test_scores_the_best_checkpoint
     assert summary["checkpoint"].endswith("best.pth") and summary["step"] == whole_state["extra"]["best_validation"]["step"]
     assert set(summary["organs"]) == {"RV", "Myo", "LV"} and summary["metrics"] == ["dice", "jaccard", "hd95", "asd"]
     assert summary["distance_unit"] == "voxels" and summary["metric_rules"] == "ssl4mis"
+    table = (tmp_path / "runs_whole" / run_name / "evaluation_fold0" / "table.md").read_text()
+    assert "| hd95 (voxels) | asd (voxels) |" in table and "(mm)" not in table
     assert len(summary["organs"]["LV"]["scans"]) == 2 and result.result == pytest.approx(summary["mean_dice"])
 
 
