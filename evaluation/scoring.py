@@ -19,6 +19,7 @@ from evaluation.episodes import TestEpisode
 from evaluation.metrics import METRIC_NAMES, METRICS, check_metric_names
 from evaluation.overlap import OverlapCounts, overlap_counts
 from evaluation.prediction import predict_episode
+from utils.runtime import evaluation_mode
 
 
 @dataclass(frozen=True)
@@ -81,20 +82,16 @@ def evaluate_episodes(
 ) -> Evaluation:
     """Segment and score every episode with `metric_names` (default: every registered metric).
 
-    `progress` wraps the episode iterable (e.g. tqdm) when given. The model is put in eval mode
-    and back into the mode it was in.
+    `progress` wraps the episode iterable (e.g. tqdm) when given. The model runs in eval mode
+    and is left in the mode it was in.
     """
     metric_names = check_metric_names(metric_names)
-    was_training = model.training
-    model.eval()
     scores, predictions = [], {}
-    try:
+    with evaluation_mode(model):
         for episode in progress(episodes) if progress else episodes:
             prediction = predict_episode(model, episode, device, precision, batch_size)
             scores.append(score_prediction(episode, prediction, metric_names))
             predictions[(episode.label, episode.query_scan_id)] = prediction
-    finally:
-        model.train(was_training)
     return Evaluation(scores, predictions, metric_names)
 
 

@@ -25,7 +25,7 @@ from evaluation.metrics import METRICS, check_metric_names
 from evaluation.overlap import overlap_counts
 from evaluation.prediction import NonFiniteLogits
 from evaluation.scoring import Evaluation, ScanScore
-from utils.runtime import autocast
+from utils.runtime import autocast, evaluation_mode
 
 METRIC_RULES = ("ssl4mis", "project")
 SSL4MIS_EMPTY_PREDICTION_SCORE = 0.0  # val_2D.calculate_metric_percase: `return 0, 0` when pred.sum() == 0
@@ -71,19 +71,15 @@ def evaluate_volumes(model: torch.nn.Module, volumes: Iterable[EvaluationVolume]
                      metric_names: Sequence[str], metric_rules: str,
                      progress: Callable[[Iterable], Iterable] | None = None) -> Evaluation:
     """Segment and score every volume; predictions keyed (class label, case id) as (Z, H, W) bool.
-    The model is put in eval mode and back into the mode it was in."""
+    The model runs in eval mode and is left in the mode it was in."""
     metric_names = check_metric_names(metric_names)
-    was_training = model.training
-    model.eval()
     scores, predictions = [], {}
-    try:
+    with evaluation_mode(model):
         for volume in progress(volumes) if progress else volumes:
             prediction = segment_volume(model, volume.image, patch_size, device, precision, batch_size)
             scores += score_volume(prediction, volume, classes, metric_names, metric_rules)
             for label in classes:
                 predictions[(label, volume.case_id)] = torch.from_numpy(prediction == label)
-    finally:
-        model.train(was_training)
     return Evaluation(scores, predictions, metric_names)
 
 

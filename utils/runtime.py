@@ -1,8 +1,8 @@
-"""Where and in which precision the model runs: CUDA when present, CPU otherwise."""
+"""Where, in which precision and in which mode the model runs: CUDA when present, CPU otherwise."""
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import ContextManager, Iterator
 
 import torch
 
@@ -32,3 +32,15 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode inside the block (dropout off, batch-norm statistics frozen), then back
+    in the mode it was in, also when the block raises (a validation inside training goes on training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
