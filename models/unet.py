@@ -140,6 +140,17 @@ class UNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, Cin, H, W) -> logits (B, K, H, W); H and W multiples of 16."""
-        if images.shape[-2] % DOWNSAMPLING or images.shape[-1] % DOWNSAMPLING:
-            raise ValueError(f"U-Net input sides must be multiples of {DOWNSAMPLING}, got {tuple(images.shape[-2:])}")
-        return self.decoder(self.encoder(images))
+        return self.decoder(self.encoder(checked_sides(images)))
+
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Cin, H, W) -> logits (B, K, H, W) and the last decoder feature (B, C0, H, W) they are
+        computed from (SCP-Net pools its prototypes from it); H and W multiples of 16."""
+        features = self.decoder.decode(self.encoder(checked_sides(images)))
+        return self.decoder.out_conv(features), features
+
+
+def checked_sides(images: torch.Tensor) -> torch.Tensor:
+    """The images, if their sides are multiples of DOWNSAMPLING (else a ValueError)."""
+    if images.shape[-2] % DOWNSAMPLING or images.shape[-1] % DOWNSAMPLING:
+        raise ValueError(f"U-Net input sides must be multiples of {DOWNSAMPLING}, got {tuple(images.shape[-2:])}")
+    return images
