@@ -8,7 +8,9 @@
 - a soft Dice loss on the foreground probability, per image, ignoring the ignore label;
 - the semi-supervised track's multi-class Dice loss, as SSL4MIS's `DiceLoss` computes it
   (`code/utils/losses.py`): per class over the whole batch, background included, squared terms in
-  the denominator, smoothing 1e-5, averaged over the classes.
+  the denominator, smoothing 1e-5, averaged over the classes;
+- SCP-Net's `DiceLoss` (Medsemiseg/SCP-Net `code/utils/losses.py`), the same sums without the
+  Dice coefficient's factor 2 in the numerator: 1 - Dice / 2 per class (`half_dice_loss`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ DEFAULT_CLASS_WEIGHTS = (0.05, 1.0)  # background, foreground
 IGNORE_INDEX = 255
 DICE_SMOOTH = 1.0
 MULTICLASS_DICE_SMOOTH = 1e-5  # SSL4MIS DiceLoss._dice_loss
+HALF_DICE_SMOOTH = 1e-10  # SCP-Net DiceLoss._dice_loss, in the denominator only
 
 
 def _check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -91,6 +94,18 @@ def soft_dice_loss(
     return 1.0 - ((2.0 * overlap + smooth) / (total + smooth)).mean()
 
 
+def class_overlaps_and_squares(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """probabilities (B, K, H, W) (softmax), labels (B, H, W) int in 0..K-1 -> per class, summed over
+    the whole batch: overlap sum(p_k y_k) (K,) and squares sum(p_k^2) + sum(y_k^2) (K,)."""
+    if probabilities.dim() != 4 or labels.shape != probabilities.shape[:1] + probabilities.shape[2:]:
+        raise ValueError(f"expected probabilities (B, K, H, W) and labels (B, H, W), got "
+                         f"{tuple(probabilities.shape)}, {tuple(labels.shape)}")
+    one_hot = F.one_hot(labels.long(), probabilities.shape[1]).permute(0, 3, 1, 2).to(probabilities.dtype)
+    overlap = (probabilities * one_hot).sum(dim=(0, 2, 3))
+    squares = (probabilities * probabilities).sum(dim=(0, 2, 3)) + (one_hot * one_hot).sum(dim=(0, 2, 3))
+    return overlap, squares
+
+
 def multiclass_dice_loss(probabilities: torch.Tensor, labels: torch.Tensor,
                          smooth: float = MULTICLASS_DICE_SMOOTH) -> torch.Tensor:
     """probabilities (B, K, H, W) (softmax), labels (B, H, W) int in 0..K-1 -> scalar.
@@ -98,10 +113,17 @@ def multiclass_dice_loss(probabilities: torch.Tensor, labels: torch.Tensor,
     SSL4MIS's DiceLoss: for each class k, 1 - (2 sum(p_k y_k) + s) / (sum(p_k^2) + sum(y_k^2) + s)
     with the sums over the whole batch, then the mean over the K classes (background included).
     """
-    if probabilities.dim() != 4 or labels.shape != probabilities.shape[:1] + probabilities.shape[2:]:
-        raise ValueError(f"expected probabilities (B, K, H, W) and labels (B, H, W), got "
-                         f"{tuple(probabilities.shape)}, {tuple(labels.shape)}")
-    one_hot = F.one_hot(labels.long(), probabilities.shape[1]).permute(0, 3, 1, 2).to(probabilities.dtype)
-    overlap = (probabilities * one_hot).sum(dim=(0, 2, 3))
-    squares = (probabilities * probabilities).sum(dim=(0, 2, 3)) + (one_hot * one_hot).sum(dim=(0, 2, 3))
+    overlap, squares = class_overlaps_and_squares(probabilities, labels)
     return (1.0 - (2.0 * overlap + smooth) / (squares + smooth)).mean()
+
+
+def half_dice_loss(probabilities: torch.Tensor, labels: torch.Tensor, smooth: float = HALF_DICE_SMOOTH) -> torch.Tensor:
+    """probabilities (B, K, H, W) (softmax), labels (B, H, W) int in 0..K-1 -> scalar.
+
+    SCP-Net's DiceLoss: for each class k, 1 - sum(p_k y_k) / (sum(p_k^2) + sum(y_k^2) + s), the sums
+    over the whole batch, then the mean over the K classes. Without Dice's factor 2 this is
+    1 - Dice / 2: a perfect prediction scores 0.5, and the gradient is half that of
+    `multiclass_dice_loss`.
+    """
+    overlap, squares = class_overlaps_and_squares(probabilities, labels)
+    return (1.0 - overlap / (squares + smooth)).mean()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -75,11 +76,14 @@ class SemiSupervisedMethod(nn.Module):
         return self.segment(images)
 
 
-def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor,
+                    dice_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = multiclass_dice_loss,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (L, K, H, W), labels (L, H, W) -> (cross-entropy, Dice loss), each unweighted; the
-    supervised term is SUPERVISED_LOSS_SCALE x their sum."""
+    supervised term is SUPERVISED_LOSS_SCALE x their sum. `dice_loss` (softmax probabilities,
+    labels) -> scalar: SSL4MIS's by default (SCP-Net has its own, models/losses.py)."""
     cross_entropy = F.cross_entropy(logits.float(), labels.long())
-    dice = multiclass_dice_loss(torch.softmax(logits.float(), dim=1), labels)
+    dice = dice_loss(torch.softmax(logits.float(), dim=1), labels)
     return cross_entropy, dice
 
 
