@@ -30,6 +30,7 @@ from models.encoder import ResNetEncoder
 from models.mean_teacher import MeanTeacher, MeanTeacherOptions
 from models.panet import PANet, PANetOptions
 from models.psmnet import PSMNet, PSMNetOptions
+from models.scpnet import SCPNet, SCPNetOptions
 from models.semi_supervised import SemiSupervisedMethod
 from models.supervised_segmentation import SupervisedOptions, SupervisedSegmentation
 from models.unet import DOWNSAMPLING as UNET_DOWNSAMPLING
@@ -105,6 +106,8 @@ class SemiSupervisedEntry:
     build: Callable[[int, int, object], SemiSupervisedMethod]  # (in_channels, n_classes, options) -> the method
     original_steps: int  # --max_iterations of the original training script
     image_size_multiple: int = UNET_DOWNSAMPLING  # image sides the method's networks need multiples of
+    # what the original script sets otherwise than SSL4MIS's, by config.py's TRACK_DEFAULTS keys
+    original_training: dict[str, float | int] = dataclasses.field(default_factory=dict)
 
 
 SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
@@ -112,6 +115,9 @@ SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
     "supervised": SemiSupervisedEntry(SupervisedOptions, SupervisedSegmentation, original_steps=30_000),
     # SSL4MIS train_mean_teacher_2D.py
     "mean_teacher": SemiSupervisedEntry(MeanTeacherOptions, MeanTeacher, original_steps=30_000),
+    # SCP-Net SCPNettrain.py: --max_iterations 40000, --base_lr 0.1, validation every 100 iterations
+    "scpnet": SemiSupervisedEntry(SCPNetOptions, SCPNet, original_steps=40_000,
+                                  original_training=dict(sgd_lr=0.1, validate_every=100)),
 }
 
 
@@ -142,6 +148,12 @@ def model_options(name: str) -> dict[str, object]:
 def original_steps(name: str) -> int:
     """Training steps of model `name`'s original training script."""
     return _lookup(name).original_steps
+
+
+def original_training(name: str) -> dict[str, float | int]:
+    """The values model `name`'s original script sets otherwise than its track's defaults (config.py
+    TRACK_DEFAULTS keys, e.g. SCP-Net's {"sgd_lr": 0.1, "validate_every": 100}); empty for most."""
+    return dict(getattr(_lookup(name), "original_training", {}))
 
 
 def original_optimizer(name: str) -> str:
@@ -220,4 +232,4 @@ def build_semi_supervised_method(name: str, in_channels: int, n_classes: int, **
 __all__ = ["FEW_SHOT", "LOSS_RECIPES", "MODEL_REGISTRY", "SEMI_SUPERVISED", "SEMI_SUPERVISED_REGISTRY", "FewShotOutput",
            "alignment_loss_weight", "build_model", "build_semi_supervised_method", "model_track", "uses_unlabelled",
            "check_alignment_weight", "image_size_multiple", "minimum_feature_size", "model_options",
-           "original_steps"]
+           "original_steps", "original_training"]
