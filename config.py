@@ -25,7 +25,8 @@ from sacred.utils import apply_backspaces_and_linefeeds
 
 from evaluation.metrics import FEW_SHOT_METRICS, SEMI_SUPERVISED_METRICS
 from experiment.layout import RunLayout
-from models import FEW_SHOT, SEMI_SUPERVISED, model_track, original_optimizer, original_steps, uses_unlabelled
+from models import (FEW_SHOT, SEMI_SUPERVISED, model_track, original_optimizer, original_steps, original_training,
+                    uses_unlabelled)
 from models import alignment_loss_weight as recipe_alignment_weight
 from utils.distributed import launched_ranks
 
@@ -46,7 +47,9 @@ def _not_an_intended_type_change(record: logging.LogRecord) -> bool:
 logging.getLogger().addFilter(_not_an_intended_type_change)  # Sacred logs the warning on the root logger
 
 # The defaults that differ between the two tracks (few-shot episodes; semi-supervised slices as
-# SSL4MIS's scripts train them: train_mean_teacher_2D.py and train_fully_supervised_2D.py)
+# SSL4MIS's scripts train them: train_mean_teacher_2D.py and train_fully_supervised_2D.py). A method
+# whose script sets some of them otherwise says so in its registry entry (`original_training`:
+# SCP-Net's learning rate 0.1 and validation every 100 iterations).
 TRACK_DEFAULTS = {
     FEW_SHOT: dict(image_size=None, batch_size=1, sgd_lr=1e-3, weight_decay=5e-4, lr_schedule="step",
                    validate_every=5000, checkpoint_every=1000, metrics=FEW_SHOT_METRICS),
@@ -61,17 +64,21 @@ TRACK_DEFAULTS = {
 # batch, 3000 steps, and the methods' iteration-dependent schedules on a clock scaled to the
 # original's 30k iterations (`schedule_clock`, docs/METHOD.md), until the measurements replace them.
 CPU_PROFILE = {
-    FEW_SHOT: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=500, batch_size=1),
+    FEW_SHOT: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=500, batch_size=1,
+                   sgd_lr=1e-2),
     SEMI_SUPERVISED: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=200, batch_size=8,
                           schedule_clock="scaled"),
 }
 
 
 def _track_value(model_name: str, profile: str | None, key: str):
-    """The default of `key` for a model's track under a profile (None: the originals' values)."""
+    """The default of `key` for a model's track under a profile (None: the originals' values); a
+    profile's value first, then the model's original script's, then its track's."""
     track = model_track(model_name)
     if profile == "cpu" and key in CPU_PROFILE[track]:
         return CPU_PROFILE[track][key]
+    if key in original_training(model_name):
+        return original_training(model_name)[key]
     if key == "n_steps":
         return original_steps(model_name)
     if key == "schedule_clock":
@@ -87,7 +94,7 @@ def base_config():
 
     # --- model -------------------------------------------------------------------------------
     model = dict(
-        # few-shot: psmnet | alpnet | panet | universeg; semi-supervised: supervised | mean_teacher
+        # few-shot: psmnet | alpnet | panet | universeg; semi-supervised: supervised | mean_teacher | scpnet
         # (models/__init__.py); the name decides the track (few-shot episodes or semi-supervised slices)
         name="psmnet",  # see above
         # the prototype models' ResNet encoder (encoder, output_stride, feature_channels, pretrained);
@@ -162,7 +169,8 @@ def base_config():
     optimizer = original_optimizer(model["name"])  # see above (experiment/optimisation.py)
     # initial learning rate per optimiser; lr is the entry of `optimizer` unless given, so a profile
     # that changes SGD's (`cpu`) leaves UniverSeg's Adam rate alone, whatever the order of named configs
-    learning_rates = dict(sgd=_track_value(model["name"], profile, "sgd_lr"), adamw=1e-4)  # SGD: 1e-3, SSL4MIS 1e-2
+    # SGD: few-shot 1e-3 (`cpu`: 1e-2), SSL4MIS 1e-2, SCP-Net 0.1 (under `cpu` too)
+    learning_rates = dict(sgd=_track_value(model["name"], profile, "sgd_lr"), adamw=1e-4)  # see above
     lr = learning_rates.get(optimizer)  # learning rate (see above)
     momentum = 0.9  # SGD momentum
     weight_decay = _track_value(model["name"], profile, "weight_decay")  # few-shot 5e-4, SSL4MIS 1e-4
@@ -340,6 +348,23 @@ def mean_teacher():
     model = dict(name="mean_teacher")
 
 
+@ex.named_config
+def scpnet():
+    # SCP-Net as its SCPNettrain.py (models/scpnet.py): from its registry entry 40k iterations, SGD lr 0.1
+    # with poly decay, validation every 100 iterations; the track's 12 + 12 slices of 256 px, weight
+    # decay 1e-4; consistency 0.1 x ramp-up over 1000 units of 150 iterations (model_options).
+    model = dict(name="scpnet")
+
+
+@ex.named_config
+def scpnet_no_consistency():
+    # Ablation: SCP-Net without its self-aware and cross-sample consistency terms (supervised loss
+    # only; the unlabelled slices still share the batch, and its batch-norm statistics).
+    model = dict(name="scpnet")
+    model_options = dict(prototype_consistency=False)
+    model_label = "scpnet_no_consistency"
+
+
 # --- compute profiles --------------------------------------------------------------------------
 
 
@@ -354,12 +379,12 @@ def cpu():
     # measured (docs/RESULTS.md#demo, #chaost2): without pretrained weights and with ~1k steps, lr
     # 1e-3 learns too slowly, a background weight of 0.05 makes the model mark most of the slice
     # foreground, and without the alignment loss PSMnet under-segments; the same recipe for every
-    # model. Semi-supervised methods keep SSL4MIS's optimisation (its SGD rate is 1e-2 already) on a
-    # smaller schedule: CPU_PROFILE above. The sizes and schedules of both tracks are in CPU_PROFILE.
+    # model. Semi-supervised methods keep their scripts' optimisation (SSL4MIS's SGD rate is 1e-2
+    # already, SCP-Net's 0.1) on a smaller schedule: CPU_PROFILE above. The sizes, schedules and the
+    # few-shot SGD rate of both tracks are in CPU_PROFILE (UniverSeg's AdamW keeps 1e-4).
     profile = "cpu"
     device = "cpu"
     model = dict(encoder="resnet18", pretrained=None)
-    learning_rates = dict(sgd=1e-2)  # SGD's; UniverSeg's AdamW keeps 1e-4 (base config)
     class_weights = [1.0, 1.0]
     loss_recipe = "with_alignment"
     lr_decay_every = 200
