@@ -25,6 +25,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 
 from evaluation.metrics import FEW_SHOT_METRICS, SEMI_SUPERVISED_METRICS
 from experiment.layout import RunLayout
+from experiment.semi_supervised_assembly import labelled_share_of
 from models import (FEW_SHOT, SEMI_SUPERVISED, model_track, original_optimizer, original_steps, original_training,
                     uses_unlabelled)
 from models import alignment_loss_weight as recipe_alignment_weight
@@ -70,8 +71,12 @@ CPU_PROFILE = {
                           schedule_clock="scaled"),
 }
 
+# The `cpu` profile's model options where a method's original is too large for the CPU budget: MGCC at
+# the original's width costs 7 U-Net steps per step even at a quarter of it (models/mgcc.py MGCC_WIDTHS)
+CPU_MODEL_OPTIONS = {"mgcc": dict(width="eighth")}
 
-def _track_value(model_name: str, profile: str | None, key: str):
+
+def _track_value(model_name: str, profile: str | None, key: str, labelled_share: float | None = None):
     """The default of `key` for a model's track under a profile (None: the originals' values); a
     profile's value first, then the model's original script's, then its track's."""
     track = model_track(model_name)
@@ -80,7 +85,7 @@ def _track_value(model_name: str, profile: str | None, key: str):
     if key in original_training(model_name):
         return original_training(model_name)[key]
     if key == "n_steps":
-        return original_steps(model_name)
+        return original_steps(model_name, labelled_share)
     if key == "schedule_clock":
         return "iterations"
     return TRACK_DEFAULTS[track][key]
@@ -91,10 +96,11 @@ def base_config():
     seed = 1234  # global seed: weights, episodes, augmentation
     device = "auto"  # "auto" (first CUDA GPU when present, else CPU), "cpu", "cuda", "cuda:1", ...
     precision = "fp32"  # "fp32" (as both originals train), or autocast to "bf16" / "fp16" when asked
+    profile = None  # compute profile, set by a named config (`cpu`): picks the track's defaults below
 
     # --- model -------------------------------------------------------------------------------
     model = dict(
-        # few-shot: psmnet | alpnet | panet | universeg; semi-supervised: supervised | mean_teacher | scpnet
+        # few-shot: psmnet | alpnet | panet | universeg; semi-supervised: supervised | mean_teacher | scpnet | mgcc
         # (models/__init__.py); the name decides the track (few-shot episodes or semi-supervised slices)
         name="psmnet",  # see above
         # the prototype models' ResNet encoder (encoder, output_stride, feature_channels, pretrained);
@@ -107,7 +113,8 @@ def base_config():
         # file stops training at once with the way to pass a local file or None
         pretrained="COCO_WITH_VOC_LABELS_V1",
     )
-    model_options = {}  # model-specific options (PSMNet: n_splits, use_psm, use_mcam, ...); empty: defaults
+    # model-specific options (PSMNet: n_splits, use_psm, use_mcam, ...); empty: defaults, or the profile's
+    model_options = dict(CPU_MODEL_OPTIONS.get(model["name"], {})) if profile == "cpu" else {}  # see above
     model_label = None  # name of the model variant in run names and tables; None: model["name"]
     track = model_track(model["name"])  # "few_shot" | "semi_supervised": follows from the model (not to be set)
 
@@ -115,7 +122,6 @@ def base_config():
     dataset = "DEMO"  # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py) | ACDC (semi-supervised only)
     data_root = None  # folder holding <dataset>/; None: $FSMIS_DATA_ROOT, else ./data
     derived_root = None  # where superpixels / indices go; None: the dataset folder if writable, else data/derived
-    profile = None  # compute profile, set by a named config (`cpu`): picks the track's defaults below
     # few-shot: resize slices to this square size (None: the preprocessed 256); semi-supervised: the patch
     # size every slice is resized to (SSL4MIS: 256); a profile may choose a smaller one
     image_size = _track_value(model["name"], profile, "image_size")  # see above
@@ -153,14 +159,18 @@ def base_config():
     # the iteration a method's schedules (consistency ramp-up, start of a term) read: "iterations" (the
     # loop's, as the originals) | "scaled" (the original script's iteration at the same fraction of training)
     schedule_clock = _track_value(model["name"], profile, "schedule_clock")  # see above
-    original_n_steps = original_steps(model["name"])  # the original script's iterations (for "scaled")
+    # the labelled share of the training images, by which MGCC scales its iterations (int(40000 x share)):
+    # ACDC's labelled slices over its 1312, a 2D image dataset's semi_percent; None on a volume dataset
+    labelled_share = labelled_share_of(dataset, labelled_patients)  # see above
+    # the original script's iterations (for "scaled")
+    original_n_steps = original_steps(model["name"], labelled_share)  # see above
     # evaluation of the semi-supervised track: "ssl4mis" (an empty prediction scores 0 on every metric, as
     # SSL4MIS's validation; evaluation/volume_scoring.py) | "project" (this project's rules, evaluation/metrics.py)
     metric_rules = "ssl4mis"  # see above
 
     # --- optimisation --------------------------------------------------------------------------
     # training steps; the model's own (PSMnet 50k, SSL-ALPNet 100k, SSL4MIS 30k) or the profile's
-    n_steps = _track_value(model["name"], profile, "n_steps")  # see above
+    n_steps = _track_value(model["name"], profile, "n_steps", labelled_share)  # see above
     batch_size = _track_value(model["name"], profile, "batch_size")  # episodes or slices per step
     # semi-supervised: labelled slices per batch, the rest unlabelled (SSL4MIS: 12 of 24); all for a method
     # without unlabelled slices
@@ -363,6 +373,14 @@ def scpnet_no_consistency():
     model = dict(name="scpnet")
     model_options = dict(prototype_consistency=False)
     model_label = "scpnet_no_consistency"
+
+
+@ex.named_config
+def mgcc():
+    # MGCC as its train.py (models/mgcc.py): batch 4 + 4 (its registry entry), SGD lr 0.01 with poly decay,
+    # int(40000 x labelled share) iterations, consistency 7 x ramp-up over 200 units of 150 iterations; the
+    # original's full width (122 M parameters), narrowed to "eighth" (1.9 M) by the `cpu` profile.
+    model = dict(name="mgcc")
 
 
 # --- compute profiles --------------------------------------------------------------------------

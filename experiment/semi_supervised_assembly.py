@@ -4,13 +4,14 @@
   `labelled_scans` labelled scans (dataloaders/semi_supervised_data.py);
 - `training_slices(config, data)`: the two-stream batches' dataset (dataloaders/slice_batches.py);
 - `build_method(config)`: the method of `config["model"]["name"]` for the dataset's classes;
-- `labelled_count(config)` and `unlabelled_batch_size(config)`: what the config asks for.
+- `labelled_count(config)` and `unlabelled_batch_size(config)`: what the config asks for;
+- `labelled_share_of(dataset, ...)`: the labelled share of the training images (config.py: MGCC's iterations).
 """
 from __future__ import annotations
 
-from dataloaders.acdc import ACDC_CLASSES, ACDC_NAME
+from dataloaders.acdc import ACDC_CLASSES, ACDC_NAME, PATIENTS_TO_SLICES
 from dataloaders.experiment_data import dataset_directories
-from dataloaders.semi_supervised_data import SemiSupervisedData, acdc_data, volume_dataset_data
+from dataloaders.semi_supervised_data import ALL_LABELLED, SemiSupervisedData, acdc_data, volume_dataset_data
 from dataloaders.slice_batches import TwoStreamSlices
 from dataloaders.specs import get_spec
 from dataloaders.volumes import resolve_data_root
@@ -27,6 +28,18 @@ def is_acdc(config: dict) -> bool:
 def labelled_count(config: dict) -> int | str:
     """ACDC: labelled patients (SSL4MIS's counts); a volume dataset: labelled scans; "all": every slice."""
     return config["labelled_patients"] if is_acdc(config) else config["labelled_scans"]
+
+
+def labelled_share_of(dataset: str, labelled_patients: int | str) -> float | None:
+    """The share of a dataset's training slices that is labelled: ACDC's SSL4MIS subsets over its
+    whole list; None where the labels are counted in scans of a fold (volume datasets) or the count
+    is not one of SSL4MIS's (the config checks refuse it)."""
+    if dataset != ACDC_NAME:
+        return None
+    whole = max(PATIENTS_TO_SLICES.values())
+    if labelled_patients == ALL_LABELLED:
+        return 1.0
+    return PATIENTS_TO_SLICES[labelled_patients] / whole if labelled_patients in PATIENTS_TO_SLICES else None
 
 
 def n_classes(config: dict) -> int:

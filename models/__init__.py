@@ -28,6 +28,7 @@ from models.alpnet import ALPNet, ALPNetOptions
 from models.base import FewShotOutput, FewShotSegmenter
 from models.encoder import ResNetEncoder
 from models.mean_teacher import MeanTeacher, MeanTeacherOptions
+from models.mgcc import MGCC, MGCCOptions, mgcc_iterations
 from models.panet import PANet, PANetOptions
 from models.psmnet import PSMNet, PSMNetOptions
 from models.scpnet import SCPNet, SCPNetOptions
@@ -108,6 +109,8 @@ class SemiSupervisedEntry:
     image_size_multiple: int = UNET_DOWNSAMPLING  # image sides the method's networks need multiples of
     # what the original script sets otherwise than SSL4MIS's, by config.py's TRACK_DEFAULTS keys
     original_training: dict[str, float | int] = dataclasses.field(default_factory=dict)
+    # the original's iterations for the labelled share of the training images (None: original_steps, any share)
+    steps_for_labelled_share: Callable[[float], int] | None = None
 
 
 SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
@@ -118,6 +121,9 @@ SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
     # SCP-Net SCPNettrain.py: --max_iterations 40000, --base_lr 0.1, validation every 100 iterations
     "scpnet": SemiSupervisedEntry(SCPNetOptions, SCPNet, original_steps=40_000,
                                   original_training=dict(sgd_lr=0.1, validate_every=100)),
+    # MGCC train.py: batch 4 + 4, SGD lr 0.01 poly; max_iterations = int(40000 x semi_percent)
+    "mgcc": SemiSupervisedEntry(MGCCOptions, MGCC, original_steps=mgcc_iterations(1.0),
+                                original_training=dict(batch_size=8), steps_for_labelled_share=mgcc_iterations),
 }
 
 
@@ -145,9 +151,11 @@ def model_options(name: str) -> dict[str, object]:
     return {field.name: field.default for field in dataclasses.fields(_lookup(name).options_type)}
 
 
-def original_steps(name: str) -> int:
-    """Training steps of model `name`'s original training script."""
-    return _lookup(name).original_steps
+def original_steps(name: str, labelled_share: float | None = None) -> int:
+    """Training steps of model `name`'s original training script; for a method whose script scales
+    them by the labelled share of the training images (MGCC), those of `labelled_share` when given."""
+    scaled = getattr(_lookup(name), "steps_for_labelled_share", None)
+    return scaled(labelled_share) if scaled is not None and labelled_share is not None else _lookup(name).original_steps
 
 
 def original_training(name: str) -> dict[str, float | int]:

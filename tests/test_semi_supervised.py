@@ -49,7 +49,7 @@ def test_unet_has_the_parameter_count_of_ssl4mis_and_keeps_the_image_size():
 def test_registry_knows_the_track_of_every_name():
     assert model_track("psmnet") == "few_shot" and model_track("mean_teacher") == "semi_supervised"
     assert uses_unlabelled("mean_teacher") and not uses_unlabelled("supervised") and not uses_unlabelled("psmnet")
-    with pytest.raises(ValueError, match="semi-supervised methods: \\['mean_teacher', 'scpnet', 'supervised'\\]"):
+    with pytest.raises(ValueError, match="semi-supervised methods: \\[.*'mean_teacher', .*'supervised'\\]"):
         model_track("unet3d")
 
 
