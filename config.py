@@ -167,6 +167,9 @@ def base_config():
     # evaluation of the semi-supervised track: "ssl4mis" (an empty prediction scores 0 on every metric, as
     # SSL4MIS's validation; evaluation/volume_scoring.py) | "project" (this project's rules, evaluation/metrics.py)
     metric_rules = "ssl4mis"  # see above
+    # the slices a class is scored on: "volume" (every slice, as SSL4MIS) | "organ_extent" (its first to last
+    # ground-truth slice, the few-shot protocol's block; with metric_rules="project" scored as the few-shot track)
+    scored_slices = "volume"  # see above
 
     # --- optimisation --------------------------------------------------------------------------
     # training steps; the model's own (PSMnet 50k, SSL-ALPNet 100k, SSL4MIS 30k) or the profile's

@@ -11,6 +11,13 @@ not contain as Dice 0 and HD95 0, and its test script stops with MedPy's error, 
 published number includes one; "ssl4mis" (the track's default, for comparability) gives every
 metric 0 for an empty prediction, and the summary counts these cases (`empty_predictions`);
 "project" applies this project's rules (Dice 0, distances undefined; evaluation/metrics.py).
+
+Which slices a class is scored on (`scored_slices`): "volume" (SSL4MIS: every slice of the volume,
+so a false positive in a slice without the structure counts) or "organ_extent" (the few-shot
+protocol's block, docs/PROTOCOL.md "Test-time episodes": the slices from the class's first to its
+last ground-truth slice, margin 0; a volume without the class has no such block and is skipped for
+it, never scored). "organ_extent" with the "project" rules scores a semi-supervised model exactly as
+the few-shot evaluation scores its query scans, which is how the two tracks are compared.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from evaluation.scoring import Evaluation, ScanScore
 from utils.runtime import autocast, evaluation_mode
 
 METRIC_RULES = ("ssl4mis", "project")
+SCORED_SLICES = ("volume", "organ_extent")
 SSL4MIS_EMPTY_PREDICTION_SCORE = 0.0  # val_2D.calculate_metric_percase: `return 0, 0` when pred.sum() == 0
 
 
@@ -50,14 +58,29 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, patch_size: int, d
     return prediction
 
 
+def class_extent(truth: np.ndarray) -> slice | None:
+    """The slices from the first to the last one of a (Z, H, W) binary mask that hold the class; None
+    when no slice does."""
+    present = np.flatnonzero(truth.any(axis=(1, 2)))
+    return slice(present[0], present[-1] + 1) if present.size else None
+
+
 def score_volume(prediction: np.ndarray, volume: EvaluationVolume, classes: dict[int, str],
-                 metric_names: Sequence[str], metric_rules: str) -> list[ScanScore]:
-    """One ScanScore per class of a (Z, H, W) label map against the volume's labels."""
+                 metric_names: Sequence[str], metric_rules: str, scored_slices: str = "volume") -> list[ScanScore]:
+    """One ScanScore per class of a (Z, H, W) label map against the volume's labels; under
+    "organ_extent" on the class's ground-truth slices only, and none for a class the volume lacks."""
     if metric_rules not in METRIC_RULES:
         raise ValueError(f"metric_rules must be one of {METRIC_RULES}, got {metric_rules!r}")
+    if scored_slices not in SCORED_SLICES:
+        raise ValueError(f"scored_slices must be one of {SCORED_SLICES}, got {scored_slices!r}")
     scores = []
     for label, name in classes.items():
         predicted, truth = prediction == label, volume.label == label
+        if scored_slices == "organ_extent":
+            extent = class_extent(truth)
+            if extent is None:
+                continue
+            predicted, truth = predicted[extent], truth[extent]
         if metric_rules == "ssl4mis" and not predicted.any():
             values = {metric: SSL4MIS_EMPTY_PREDICTION_SCORE for metric in metric_names}
         else:
@@ -66,9 +89,17 @@ def score_volume(prediction: np.ndarray, volume: EvaluationVolume, classes: dict
     return scores
 
 
+def classes_absent(volumes: Iterable[EvaluationVolume], classes: dict[int, str]) -> dict[str, list[str]]:
+    """{class name: the volumes without it} for the classes some volume lacks (skipped under
+    "organ_extent", as the few-shot protocol skips a query scan without the organ)."""
+    absent = {name: [volume.case_id for volume in volumes if not (volume.label == label).any()]
+              for label, name in classes.items()}
+    return {name: case_ids for name, case_ids in absent.items() if case_ids}
+
+
 def evaluate_volumes(model: torch.nn.Module, volumes: Iterable[EvaluationVolume], classes: dict[int, str],
                      patch_size: int, device: torch.device, precision: str, batch_size: int,
-                     metric_names: Sequence[str], metric_rules: str,
+                     metric_names: Sequence[str], metric_rules: str, scored_slices: str = "volume",
                      progress: Callable[[Iterable], Iterable] | None = None) -> Evaluation:
     """Segment and score every volume; predictions keyed (class label, case id) as (Z, H, W) bool.
     The model runs in eval mode and is left in the mode it was in."""
@@ -77,7 +108,7 @@ def evaluate_volumes(model: torch.nn.Module, volumes: Iterable[EvaluationVolume]
     with evaluation_mode(model):
         for volume in progress(volumes) if progress else volumes:
             prediction = segment_volume(model, volume.image, patch_size, device, precision, batch_size)
-            scores += score_volume(prediction, volume, classes, metric_names, metric_rules)
+            scores += score_volume(prediction, volume, classes, metric_names, metric_rules, scored_slices)
             for label in classes:
                 predictions[(label, volume.case_id)] = torch.from_numpy(prediction == label)
     return Evaluation(scores, predictions, metric_names)

@@ -21,7 +21,7 @@ from dataloaders.semi_supervised_data import ALL_LABELLED, semi_supervised_fold
 from dataloaders.specs import get_spec
 from evaluation.metrics import check_metric_names
 from experiment.layout import check_run_name
-from evaluation.volume_scoring import METRIC_RULES
+from evaluation.volume_scoring import METRIC_RULES, SCORED_SLICES
 from experiment.optimisation import LR_SCHEDULES, OPTIMIZERS
 from models import (SEMI_SUPERVISED, check_alignment_weight, image_size_multiple, minimum_feature_size, model_track,
                     uses_unlabelled)
@@ -117,6 +117,7 @@ def _check_semi_supervised_evaluation(config: dict) -> None:
     """Dataset (ACDC or a volume dataset), fold, counts, precision, metrics and their rules."""
     _check_counts(config, {"eval_batch_size": 1, "n_validation_scans": 1})
     _check_choice(config, "metric_rules", METRIC_RULES)
+    _check_choice(config, "scored_slices", SCORED_SLICES)
     check_precision(config["precision"])
     check_metric_names(config["metrics"])
     if config["dataset"] == ACDC_NAME:

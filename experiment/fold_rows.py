@@ -13,12 +13,14 @@ same folds.
 """
 from __future__ import annotations
 
+import argparse
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from evaluation.metrics import MILLIMETRES
 from evaluation.reports import DISTANCE_UNIT_KEY, SUMMARY_NAME
-from experiment.layout import PROTOCOL_SUPPORT_SLICES, SUPPORT_SIZE_SUFFIX, fold_runs, row_name
+from experiment.layout import EVALUATION_SUFFIXES, PROTOCOL_SUPPORT_SLICES, RunLayout, fold_runs, row_name
 from experiment.provenance import FoldEvaluation, ProvenanceError, check_fold_row
 from utils.io import read_json
 
@@ -53,9 +55,20 @@ def distance_unit(rows: dict[str, RowEvaluations]) -> str:
     return found.pop() if found else MILLIMETRES
 
 
+def evaluation_departure(text: str) -> tuple[str, str]:
+    """'key=value' of a command line: an evaluation option away from the protocol's value, whose
+    evaluations test.py wrote into a folder of their own (e.g. metric_rules=project); an
+    argparse.ArgumentTypeError for a key that names no such folder."""
+    key, separator, value = text.partition("=")
+    if not separator or key not in EVALUATION_SUFFIXES or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {sorted(EVALUATION_SUFFIXES)}")
+    return key, value
+
+
 def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
-                    folds: Collection[int] | None = None) -> RowEvaluations:
-    """The evaluations (with `n_support_slices` support slices per scan and chunk) of one table
+                    folds: Collection[int] | None = None, departures: dict[str, str] | None = None) -> RowEvaluations:
+    """The evaluations (with `n_support_slices` support slices per scan and chunk; in the folders of
+    `departures`, {evaluation option: value} away from the protocol's, when given) of one table
     row's complete folds, of `folds` only when given; a SystemExit naming the row when it has none
     or mixes configs."""
     found, failed = [], []
@@ -63,15 +76,16 @@ def row_evaluations(row: str, n_support_slices: int = PROTOCOL_SUPPORT_SLICES,
         for fold, run in fold_runs(prefix).items():
             if folds is not None and fold not in folds:
                 continue
-            summary_path = run.evaluation(fold, n_support_slices=n_support_slices) / SUMMARY_NAME
+            folder = run.evaluation(fold, n_support_slices=n_support_slices, departures=departures)
+            summary_path = folder / SUMMARY_NAME
             if summary_path.is_file():
                 found.append(FoldEvaluation(prefix, fold, summary_path, read_json(summary_path)))
             elif run.training_failed():
                 failed.append(f"{row_name(row)}: fold {fold} left out, its training failed ({run.sacred})")
     if not found:
-        folder = "evaluation_fold<k>" + ("" if n_support_slices == PROTOCOL_SUPPORT_SLICES
-                                         else f"{SUPPORT_SIZE_SUFFIX}{n_support_slices}")
-        raise SystemExit(f"{row}: no evaluated folds found (expected <prefix>_fold<k>/{folder}/{SUMMARY_NAME})"
+        expected = RunLayout(Path("<prefix>_fold<k>")).evaluation(
+            "<k>", n_support_slices=n_support_slices, departures=departures) / SUMMARY_NAME
+        raise SystemExit(f"{row}: no evaluated folds found (expected {expected})"
                          + "".join(f"; {note}" for note in failed))
     try:
         check_fold_row(row, found)

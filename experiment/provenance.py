@@ -7,7 +7,7 @@
   `allow_config_mismatch=True`, which is then recorded;
 - `evaluation_options`, `protocol_departures`: every option that changes what is scored (the
   few-shot test episodes' n_parts, z_margin, support_choice, n_support_slices; the semi-supervised
-  metric_rules; the evaluated data's fingerprint), and those away from the protocol's values, which
+  metric_rules and scored_slices; the evaluated data's fingerprint), and those away from the protocol's values, which
   name an evaluation folder of its own (`RunLayout.evaluation`) instead of the protocol's;
 - `evaluation_provenance`: what summary.json records of the checkpoint (path, SHA-256, step,
   model, training config) and of the evaluation (dataset, fold, setting, label group, overrides,
@@ -54,11 +54,11 @@ DATA_KEY = "data"  # summary.json: the evaluated data's fingerprint (experiment/
 DATA_SHA256_KEY = "data_sha256"  # evaluation option: the evaluated data's content digest
 # the config keys that change what an evaluation scores, per track (docs/PROTOCOL.md)
 FEW_SHOT_EVALUATION_KEYS = ("n_parts", "z_margin", "support_choice", "n_support_slices")
-SEMI_SUPERVISED_EVALUATION_KEYS = ("metric_rules",)
+SEMI_SUPERVISED_EVALUATION_KEYS = ("metric_rules", "scored_slices")
 # the protocol's values of the evaluation options that do not follow the training config
 # (support_choice and the data do: the protocol evaluates as the checkpoint was trained);
 # n_support_slices is named by the folder's _support<N> and read by the support-size tables
-PROTOCOL_EVALUATION = {"n_parts": 3, "z_margin": 0, "metric_rules": "ssl4mis"}
+PROTOCOL_EVALUATION = {"n_parts": 3, "z_margin": 0, "metric_rules": "ssl4mis", "scored_slices": "volume"}
 DATA_SUFFIX_DIGITS = 12  # of the data's digest, in the folder name of an evaluation on other data
 
 
@@ -130,8 +130,8 @@ def evaluation_options(evaluated: dict, data: dict | None) -> dict:
 
 def protocol_departures(options: dict, trained: dict, trained_data: dict | None) -> dict:
     """{option: value} of the `options` that differ from the protocol's, as `RunLayout.evaluation`
-    names them: n_parts 3, z_margin 0, metric_rules "ssl4mis", support_choice as trained, the data
-    as trained (`trained_data`: the checkpoint's fingerprint). What a checkpoint of an earlier
+    names them: n_parts 3, z_margin 0, metric_rules "ssl4mis", scored_slices "volume", support_choice
+    as trained, the data as trained (`trained_data`: the checkpoint's fingerprint). What a checkpoint of an earlier
     version does not record (its data's fingerprint, its support_choice) counts as the same."""
     protocol = {**PROTOCOL_EVALUATION, "support_choice": trained.get("support_choice", options.get("support_choice")),
                 DATA_SHA256_KEY: trained_data["sha256"] if trained_data else options.get(DATA_SHA256_KEY)}

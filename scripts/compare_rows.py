@@ -23,14 +23,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
 from evaluation.reports import HEADLINE_METRIC, metric_unit, paired_difference_table  # noqa: E402
-from experiment.fold_rows import distance_unit, row_evaluations  # noqa: E402
+from experiment.fold_rows import distance_unit, evaluation_departure, row_evaluations  # noqa: E402
 from experiment.layout import row_name  # noqa: E402
 
 
 def comparison_tables(pairs: list[tuple[str, str]], metrics: tuple[str, ...] = (HEADLINE_METRIC,),
-                      folds: list[int] | None = None) -> str:
-    """Per metric, one paired-difference table of every pair; then the notes."""
-    read = {row: row_evaluations(row, folds=folds) for pair in pairs for row in pair}
+                      folds: list[int] | None = None, departures: dict[str, str] | None = None) -> str:
+    """Per metric, one paired-difference table of every pair (from the evaluations of `departures`
+    when given, as summarize_folds); then the notes."""
+    read = {row: row_evaluations(row, folds=folds, departures=departures) for pair in pairs for row in pair}
     organs = {row: evaluations.organs_per_fold() for row, evaluations in read.items()}
     notes = list(dict.fromkeys(note for evaluations in read.values() for note in evaluations.notes))
     for row_a, row_b in pairs:
@@ -54,8 +55,10 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="+", choices=list(METRICS), default=[HEADLINE_METRIC],
                         help="one table per metric (default: %(default)s)")
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every fold both rows have)")
+    parser.add_argument("--departure", type=evaluation_departure, action="append", default=[], metavar="KEY=VALUE",
+                        help="the evaluations with this option away from the protocol's (as summarize_folds.py)")
     args = parser.parse_args()
-    print(comparison_tables([tuple(pair) for pair in args.pair], tuple(args.metrics), args.folds))
+    print(comparison_tables([tuple(pair) for pair in args.pair], tuple(args.metrics), args.folds, dict(args.departure)))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     python scripts/summarize_folds.py runs/CHAOST2_setting1_psmnet --metrics dice hd95 assd precision recall
     python scripts/summarize_folds.py runs/CHAOST2_setting1_universeg --support-slices 4   # test.py n_support_slices=4
     python scripts/summarize_folds.py runs/CHAOST2_setting1_psmnet runs/CHAOST2_setting1_alpnet --folds 0 1 2
+    python scripts/summarize_folds.py runs/CHAOST2_mean_teacher_labelled1 \
+        --departure metric_rules=project --departure scored_slices=organ_extent   # test.py with those options
 
 Each argument is one table row: a run-name prefix (the folds are `<prefix>_fold<k>`), or several
 prefixes joined by `+` whose organs are combined (Setting 2 trains one model per organ group).
@@ -29,18 +31,19 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from evaluation.metrics import METRICS  # noqa: E402  (after the path set-up)
 from evaluation.reports import fold_means_table, fold_table, metric_unit, undefined_counts  # noqa: E402
-from experiment.fold_rows import distance_unit, row_evaluations  # noqa: E402
+from experiment.fold_rows import distance_unit, evaluation_departure, row_evaluations  # noqa: E402
 from experiment.layout import PROTOCOL_SUPPORT_SLICES, row_name  # noqa: E402
 
 DEFAULT_METRICS = ("dice", "hd95")
 
 
 def summary_tables(rows: list[str], metrics: tuple[str, ...] = DEFAULT_METRICS,
-                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES, folds: list[int] | None = None) -> str:
+                   n_support_slices: int = PROTOCOL_SUPPORT_SLICES, folds: list[int] | None = None,
+                   departures: dict[str, str] | None = None) -> str:
     """Two markdown tables per metric (mean ± std over folds per organ; the organs' mean of each
     fold), with a note where a metric was undefined for some scans, and one where query scans
     without an organ were skipped (docs/PROTOCOL.md)."""
-    rows_read = {row_name(row): row_evaluations(row, n_support_slices, folds) for row in rows}
+    rows_read = {row_name(row): row_evaluations(row, n_support_slices, folds, departures) for row in rows}
     evaluations = {name: read.evaluations for name, read in rows_read.items()}
     results = {name: read.organs_per_fold() for name, read in rows_read.items()}
     distances_in = distance_unit(rows_read)
@@ -69,8 +72,11 @@ def main() -> None:
     parser.add_argument("--support-slices", type=int, default=PROTOCOL_SUPPORT_SLICES,
                         help="the evaluations with this n_support_slices (default: the protocol's %(default)s)")
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every evaluated fold)")
+    parser.add_argument("--departure", type=evaluation_departure, action="append", default=[], metavar="KEY=VALUE",
+                        help="the evaluations with this option away from the protocol's, in their own folders "
+                             "(e.g. metric_rules=project scored_slices=organ_extent); repeat for several")
     args = parser.parse_args()
-    print(summary_tables(args.rows, tuple(args.metrics), args.support_slices, args.folds))
+    print(summary_tables(args.rows, tuple(args.metrics), args.support_slices, args.folds, dict(args.departure)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """scripts/summarize_folds.py, summarize_support_sizes.py, summarize_curves.py, compare_rows.py and
 compare_evaluations.py on hand-written runs."""
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from compare_evaluations import comparison_table  # noqa: E402
 from compare_rows import comparison_tables  # noqa: E402
+from experiment.fold_rows import evaluation_departure  # noqa: E402
 from summarize_curves import curve_tables  # noqa: E402
 import make_figures  # noqa: E402
 from summarize_folds import summary_tables  # noqa: E402
@@ -150,6 +152,19 @@ def test_distances_recorded_in_voxels_are_headed_in_voxels_and_never_mixed_with_
     assert comparison.startswith("hd95 (voxels), organs' mean: A minus B per fold")
     with pytest.raises(SystemExit, match=r"different units \(ACDC_supervised: voxels; .*X_setting1_psmnet: mm\)"):
         summary_tables([voxel_rows[0], str(tmp_path / "X_setting1_psmnet")], ("hd95",))
+
+
+def test_departures_name_the_evaluation_folders_test_py_writes_and_unknown_keys_are_refused(tmp_path):
+    write_summary(tmp_path / "X_mean_teacher_labelled1_fold0", 0, {"liver": 0.5},
+                  folder_suffix="_rulesproject_slicesorgan_extent")
+    departures = dict(map(evaluation_departure, ["scored_slices=organ_extent", "metric_rules=project"]))
+    output = summary_tables([str(tmp_path / "X_mean_teacher_labelled1")], ("dice",), departures=departures)
+    assert "| X_mean_teacher_labelled1 | 1 | 50.00 ± 0.00 | 50.00 ± 0.00 |" in output
+    with pytest.raises(SystemExit, match="expected <prefix>_fold<k>/evaluation_fold<k>_rulesproject/summary.json"):
+        summary_tables([str(tmp_path / "X_mean_teacher_labelled1")], ("dice",), departures={"metric_rules": "project"})
+    for text in ("metric_rules", "colour=red", "scored_slices="):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE with KEY one of"):
+            evaluation_departure(text)
 
 
 def test_missing_folds_are_a_clear_error(tmp_path):

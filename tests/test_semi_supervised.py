@@ -3,6 +3,7 @@ the volume metrics, bad inputs, and train.py / test.py end to end with exact res
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import h5py
@@ -17,7 +18,7 @@ from dataloaders.acdc import PATIENTS_TO_SLICES, labelled_slice_count
 from dataloaders.semi_supervised_data import EvaluationVolume, acdc_data, semi_supervised_fold
 from dataloaders.slice_batches import IGNORE_LABEL, LABELLED, UNLABELLED, SliceSet, TwoStreamSlices, slice_batches
 from dataloaders.specs import get_spec
-from evaluation.volume_scoring import score_volume
+from evaluation.volume_scoring import class_extent, classes_absent, score_volume
 from experiment.config_checks import ConfigError, check_training_config
 from experiment.optimisation import poly_factor
 from models import build_semi_supervised_method, model_track, uses_unlabelled
@@ -27,6 +28,9 @@ from models.semi_supervised import ConsistencyRamp, sigmoid_rampup, update_ema
 from models.unet import UNet
 from utils.checkpoint import load_checkpoint
 from utils.io import DataError, read_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from summarize_folds import summary_tables  # noqa: E402  (a script, after the path set-up)
 
 SHARED_ACDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "ACDC"
 # parameters of SSL4MIS's UNet(in_chns=1, class_num=4), counted on its code/networks/unet.py
@@ -218,6 +222,28 @@ def test_volume_scores_on_hand_made_masks_and_the_ssl4mis_empty_rule():
     assert project["b"]["dice"] == 0.0 and math.isnan(project["b"]["hd95"])
 
 
+def test_organ_extent_scores_a_class_on_its_ground_truth_slices_only_and_skips_a_volume_without_it():
+    """The few-shot protocol's block (first to last ground-truth slice, margin 0): a false positive in
+    a slice without the class counts under "volume" (SSL4MIS) and not under "organ_extent"."""
+    truth = np.zeros((6, 8, 8), np.int64)
+    truth[2:4, 2:6, 2:6] = 1  # class 1 on slices 2-3: 32 voxels
+    prediction = truth.copy()
+    prediction[0, 0:4, 0:4] = 1  # 16 false positives on slice 0, outside the class's extent
+    prediction[5, 0:2, 0:2] = 2  # class 2 predicted, absent from the truth
+    volume = EvaluationVolume("case", np.zeros(truth.shape, np.float32), truth, (1.0, 1.0, 1.0), "voxels")
+    classes = {1: "a", 2: "b"}
+    whole = {score.organ: score for score in score_volume(prediction, volume, classes, ("dice",), "project")}
+    extent = {score.organ: score for score in
+              score_volume(prediction, volume, classes, ("dice",), "project", "organ_extent")}
+    assert whole["a"].values["dice"] == pytest.approx(64 / 80) and whole["a"].counts.false_positives == 16
+    assert extent["a"].values["dice"] == 1.0 and extent["a"].counts.false_positives == 0
+    assert whole["b"].values["dice"] == 0.0 and "b" not in extent  # no extent: skipped, not scored
+    assert classes_absent([volume], classes) == {"b": ["case"]}
+    assert class_extent(truth == 1) == slice(2, 4) and class_extent(truth == 2) is None
+    with pytest.raises(ValueError, match="scored_slices must be one of"):
+        score_volume(prediction, volume, classes, ("dice",), "project", "slices")
+
+
 # --- bad inputs ------------------------------------------------------------------------------------
 
 
@@ -327,3 +353,15 @@ def test_demo_fold_trains_supervised_with_one_labelled_scan_and_scores_organs_in
     assert set(summary["organs"]) == set(spec.organs.values()) and summary["distance_unit"] == "mm"
     assert sorted(summary["organs"]["liver"]["scans"]) == sorted(map(str, semi_supervised_fold(spec, 0, 1, 1)[3]))
     assert summary["training_config"]["labelled_scans"] == 1 and summary["labelled"] == 1
+    # scored as the few-shot track scores its query scans: an evaluation folder of its own, Dice never lower
+    ex.run("test", config_updates={**config, "metric_rules": "project", "scored_slices": "organ_extent"},
+           named_configs=["demo", "supervised", "cpu"], options=options)
+    few_shot_block = read_json(run / "evaluation_fold0_rulesproject_slicesorgan_extent" / "summary.json")
+    assert few_shot_block["scored_slices"] == "organ_extent" and few_shot_block["metric_rules"] == "project"
+    assert few_shot_block["evaluation_options"]["scored_slices"] == "organ_extent"
+    for organ, scores in summary["organs"].items():
+        for scan, values in scores["scans"].items():
+            assert few_shot_block["organs"][organ]["scans"][scan]["dice"] >= values["dice"] - 1e-12, (organ, scan)
+    table = summary_tables([str(tmp_path / "runs" / "DEMO_supervised_labelled1")], ("dice",),
+                           departures={"metric_rules": "project", "scored_slices": "organ_extent"})
+    assert f"{100 * few_shot_block['mean_dice']:.2f}" in table
