@@ -60,8 +60,7 @@ TRACK_DEFAULTS = {
                           validate_every=200, checkpoint_every=1000, metrics=SEMI_SUPERVISED_METRICS),
 }
 # The `cpu` profile's schedule per track. Few-shot: from the CHAOST2 learning curves (the `cpu`
-# named config says which). Semi-supervised: NOT yet chosen from measured curves (docs/RESULTS.md,
-# "Semi-supervised segmentation"): 128 x 128 patches (a quarter of the FLOPs), a third of SSL4MIS's
+# named config says which). Semi-supervised: NOT yet chosen from measured curves (docs/results/semi_supervised.md): 128 x 128 patches (a quarter of the FLOPs), a third of SSL4MIS's
 # batch, 3000 steps, and the methods' iteration-dependent schedules on a clock scaled to the
 # original's 30k iterations (`schedule_clock`, docs/METHOD.md), until the measurements replace them.
 CPU_PROFILE = {
@@ -393,11 +392,11 @@ def mgcc():
 def cpu():
     # A CPU-sized profile for training from scratch: ResNet-18 trunk, 128 px slices, no pretrained
     # weights, 3000 steps (15-30 min per run on one core). The budget is read from the CHAOST2
-    # table's validation curves (docs/RESULTS.md#learning-curves): the core rows' five-fold means are
+    # table's validation curves (docs/results/chaost2.md#learning-curves): the core rows' five-fold means are
     # flat by step 1200-2600 except Setting-1 PSMnet's, which still rises at 3000; 6000 steps moved
-    # the PSMnet and PSM-only rows' test Dice by +0.4 to +5.2 points on average (RESULTS.md, "Five
+    # the PSMnet and PSM-only rows' test Dice by +0.4 to +5.2 points on average (docs/results/chaost2.md, "Five
     # folds at 6000 steps"). The profile departs from the protocol's optimisation in three values,
-    # measured (docs/RESULTS.md#demo, #chaost2): without pretrained weights and with ~1k steps, lr
+    # measured (docs/results/demo.md, chaost2.md): without pretrained weights and with ~1k steps, lr
     # 1e-3 learns too slowly, a background weight of 0.05 makes the model mark most of the slice
     # foreground, and without the alignment loss PSMnet under-segments; the same recipe for every
     # model. Semi-supervised methods keep their scripts' optimisation (SSL4MIS's SGD rate is 1e-2
@@ -416,9 +415,9 @@ def cpu():
 def quick():
     # The demo's short schedule, after `cpu` (scripts/run_demo.sh: `demo cpu quick`): 450 steps with
     # a 25-step warm-up and the learning rate halved every 110 steps, so that the first run takes
-    # minutes on a 2-core machine (docs/RESULTS.md#demo measures it against 1200 steps of the `cpu`
+    # minutes on a 2-core machine (docs/results/demo.md measures it against 1200 steps of the `cpu`
     # profile), and a background weight of 0.75: at this budget the profile's 1 under-segments on
-    # some seeds (mean Dice over 3 seeds 64.3 with 1; 69.0 with 0.75, 68.2 with 0.5, RESULTS.md#demo).
+    # some seeds (mean Dice over 3 seeds 64.3 with 1; 69.0 with 0.75, 68.2 with 0.5, docs/results/demo.md).
     n_steps = 450
     warmup_steps = 25
     lr_decay = 0.5
