@@ -118,7 +118,8 @@ def base_config():
     track = model_track(model["name"])  # "few_shot" | "semi_supervised": follows from the model (not to be set)
 
     # --- data --------------------------------------------------------------------------------
-    dataset = "DEMO"  # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py) | ACDC (semi-supervised only)
+    # CHAOST2 | SABS | CMR | DEMO (dataloaders/specs.py) | ACDC, BUSI (semi-supervised only)
+    dataset = "DEMO"  # see above
     data_root = None  # folder holding <dataset>/; None: $FSMIS_DATA_ROOT, else ./data
     derived_root = None  # where superpixels / indices go; None: the dataset folder if writable, else data/derived
     # few-shot: resize slices to this square size (None: the preprocessed 256); semi-supervised: the patch
@@ -155,12 +156,19 @@ def base_config():
     # volume datasets (CHAOST2, SABS, CMR, DEMO): labelled training scans of the fold; 1 is the scan the
     # few-shot protocol uses as the support, so that both tracks spend the same labels; "all": every one
     labelled_scans = 1  # see above
+    # 2D image datasets (BUSI): the share of the split's training list that is labelled, its first images
+    # (MGCC's --semi_percent); the rest is the unlabelled pool
+    semi_percent = 0.5  # see above
+    # the unlabelled images of a semi-supervised method: "real" (the dataset's unlabelled pool) | "generated"
+    # (the images of generated_dir, scripts/generate_unlabelled.py) | "both" (MGCC trains on generated ones)
+    unlabelled_source = "real"  # see above
+    generated_dir = None  # a folder written by scripts/generate_unlabelled.py (unlabelled_source != "real")
     # the iteration a method's schedules (consistency ramp-up, start of a term) read: "iterations" (the
     # loop's, as the originals) | "scaled" (the original script's iteration at the same fraction of training)
     schedule_clock = _track_value(model["name"], profile, "schedule_clock")  # see above
     # the labelled share of the training images, by which MGCC scales its iterations (int(40000 x share)):
     # ACDC's labelled slices over its 1312, a 2D image dataset's semi_percent; None on a volume dataset
-    labelled_share = labelled_share_of(dataset, labelled_patients)  # see above
+    labelled_share = labelled_share_of(dataset, labelled_patients, semi_percent)  # see above
     # the original script's iterations (for "scaled")
     original_n_steps = original_steps(model["name"], labelled_share)  # see above
     # evaluation of the semi-supervised track: "ssl4mis" (an empty prediction scores 0 on every metric, as
@@ -249,6 +257,13 @@ def cmr():
 def acdc():
     # ACDC cardiac cine MRI in SSL4MIS's layout (semi-supervised track): RV, myocardium, LV.
     dataset = "ACDC"
+
+
+@ex.named_config
+def busi():
+    # BUSI breast ultrasound (semi-supervised track, 2D images): lesion vs background, MGCC's splits
+    # (scripts/prepare_busi.py); split 1 is eval_fold=0.
+    dataset = "BUSI"
 
 
 @ex.named_config

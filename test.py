@@ -31,6 +31,7 @@ from evaluation.reports import (DISTANCE_UNIT_KEY, OVERLAYS_FOLDER, PREDICTIONS_
                                 format_score_table,
                                 skipped_scans_note, summarize, write_evaluation)
 from dataloaders.acdc import ACDC_NAME
+from dataloaders.image_datasets import is_image_dataset
 from evaluation.scoring import evaluate_episodes
 from evaluation.volume_scoring import classes_absent, empty_prediction_counts, evaluate_volumes
 from experiment.assembly import absent_test_organs, fold_data, load_trained_model, test_episodes
@@ -130,7 +131,7 @@ def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout
                DISTANCE_UNIT_KEY: volumes[0].distance_unit, "empty_predictions": empty_prediction_counts(evaluation),
                "labelled": labelled_count(trained.config)}
     split = "" if data.name == ACDC_NAME else f"fold {config['eval_fold']} "
-    unit = "patients" if data.name == ACDC_NAME else "scans"
+    unit = "patients" if data.name == ACDC_NAME else "share of the images" if is_image_dataset(data.name) else "scans"
     title = (f"{data.name} {split}test set ({len(volumes)} volumes), {summary['model_label']} with "
              f"{summary['labelled']} labelled {unit}, step {trained.step}; distances in "
              f"{summary[DISTANCE_UNIT_KEY]}, empty predictions scored by the {config['metric_rules']} rules, "

@@ -43,7 +43,7 @@ def labelled_slice_count(labelled_patients: int) -> int:
 def read_id_list(path: Path) -> list[str]:
     """The ids of a .list file, one per line (blank lines ignored)."""
     if not path.is_file():
-        raise DataError(f"{path}: list file not found; pass data_root=<folder holding {ACDC_NAME}/> or set "
+        raise DataError(f"{path}: list file not found; pass data_root=<folder holding {path.parent.name}/> or set "
                         f"FSMIS_DATA_ROOT (e.g. ../shared/data)")
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not ids:

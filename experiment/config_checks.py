@@ -16,6 +16,8 @@ import numbers
 from dataloaders.acdc import ACDC_NAME, labelled_slice_count
 from dataloaders.experiment_data import TRAINING_MODES, tested_labels
 from dataloaders.folds import fold_split
+from dataloaders.generated_images import REAL, UNLABELLED_SOURCES
+from dataloaders.image_datasets import IMAGE_DATASET_SPECS, is_image_dataset
 from dataloaders.slice_selection import EXCLUSION_RULES
 from dataloaders.semi_supervised_data import ALL_LABELLED, semi_supervised_fold
 from dataloaders.specs import get_spec
@@ -114,7 +116,7 @@ def check_training_config(config: dict) -> None:
 
 
 def _check_semi_supervised_evaluation(config: dict) -> None:
-    """Dataset (ACDC or a volume dataset), fold, counts, precision, metrics and their rules."""
+    """Dataset (ACDC, a 2D image dataset or a volume dataset), fold, counts, precision, metrics and their rules."""
     _check_counts(config, {"eval_batch_size": 1, "n_validation_scans": 1})
     _check_choice(config, "metric_rules", METRIC_RULES)
     _check_choice(config, "scored_slices", SCORED_SLICES)
@@ -130,11 +132,24 @@ def _check_semi_supervised_evaluation(config: dict) -> None:
         except ValueError as error:
             raise ConfigError(f"config: {error}") from None
         return
+    if is_image_dataset(config["dataset"]):
+        _check_image_dataset(config)
+        return
     spec = get_spec(config["dataset"])
     try:
         semi_supervised_fold(spec, config["eval_fold"], config["labelled_scans"], config["n_validation_scans"])
     except ValueError as error:
         raise ConfigError(f"config: {error}") from None
+
+
+def _check_image_dataset(config: dict) -> None:
+    """A 2D image dataset's split (eval_fold) and labelled share (semi_percent)."""
+    n_splits = IMAGE_DATASET_SPECS[config["dataset"]].n_splits
+    if not _is_integer(config["eval_fold"]) or not 0 <= config["eval_fold"] < n_splits:
+        raise ConfigError(f"config: eval_fold={config['eval_fold']!r}: {config['dataset']} has {n_splits} splits, "
+                          f"folds 0..{n_splits - 1}")
+    if not _is_number(config["semi_percent"]) or not 0 < config["semi_percent"] <= 1:
+        raise ConfigError(f"config: semi_percent={config['semi_percent']!r} is out of range: expected a share in (0, 1]")
 
 
 def _check_semi_supervised_training(config: dict) -> None:
@@ -163,6 +178,10 @@ def _check_semi_supervised_training(config: dict) -> None:
     if not _is_integer(size) or size < multiple or size % multiple:
         raise ConfigError(f"config: image_size={size!r} is out of range: {name} needs a positive multiple of "
                           f"{multiple} (its U-Net pools four times)")
+    _check_choice(config, "unlabelled_source", UNLABELLED_SOURCES)
+    if config["unlabelled_source"] != REAL and (not uses_unlabelled(name) or config["generated_dir"] is None):
+        raise ConfigError(f"config: unlabelled_source={config['unlabelled_source']!r} needs a method that uses "
+                          f"unlabelled images and generated_dir=<a folder of scripts/generate_unlabelled.py>")
     if launched_ranks().distributed:
         raise ConfigError("the semi-supervised track trains in one process; run train.py without torchrun")
 

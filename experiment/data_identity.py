@@ -9,7 +9,7 @@ the evaluated data's in summary.json and the fold tables refuse rows that mix tw
 """
 from __future__ import annotations
 
-from dataloaders import acdc, volumes
+from dataloaders import acdc, image_datasets, volumes
 from dataloaders.experiment_data import dataset_directories
 from dataloaders.specs import get_spec
 from utils.file_records import files_fingerprint
@@ -23,6 +23,10 @@ def data_fingerprint(config: dict) -> dict:
     if config["dataset"] == acdc.ACDC_NAME:
         dataset_dir = volumes.resolve_data_root(config["data_root"]) / acdc.ACDC_NAME
         files = acdc.dataset_files(dataset_dir)
+    elif image_datasets.is_image_dataset(config["dataset"]):
+        spec = image_datasets.IMAGE_DATASET_SPECS[config["dataset"]]
+        dataset_dir = volumes.resolve_data_root(config["data_root"]) / spec.name
+        files = image_datasets.dataset_files(dataset_dir, spec)
     else:
         spec = get_spec(config["dataset"])
         dataset_dir, _ = dataset_directories(config["data_root"], config["derived_root"], spec)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataloaders.acdc import ACDC_NAME
+from dataloaders.generated_images import REAL
+from dataloaders.image_datasets import is_image_dataset
 from models import SEMI_SUPERVISED
 from utils.io import read_json
 
@@ -71,7 +73,12 @@ def run_name(config: dict) -> str:
     model_label = check_run_name(config.get("model_label") or config["model"]["name"], "model_label")
     if config.get("track") == SEMI_SUPERVISED:
         labelled = config["labelled_patients"] if config["dataset"] == ACDC_NAME else config["labelled_scans"]
-        return f"{config['dataset']}_{model_label}_labelled{labelled}_fold{config['eval_fold']}"
+        if is_image_dataset(config["dataset"]):
+            labelled = config["semi_percent"]
+        # unlabelled images other than the dataset's own (generated ones, MGCC) name the run apart
+        source = config.get("unlabelled_source", REAL)
+        unlabelled = "" if source == REAL else f"_unlabelled_{source}"
+        return f"{config['dataset']}_{model_label}{unlabelled}_labelled{labelled}_fold{config['eval_fold']}"
     group = f"_group{config['label_group']}" if config["setting"] == 2 else ""
     return f"{config['dataset']}_setting{config['setting']}{group}_{model_label}_fold{config['eval_fold']}"
 
