@@ -3,7 +3,9 @@
 As SSL-ALPNet's models/alpmodule.py and grid_proto_fewshot.py compute it, on soft masks resized
 to the feature grid:
 - background ("gridconv"): local prototypes only, the window averages of the features whose mean
-  mask value exceeds the coverage threshold; no window, no prototype (the class scores 0);
+  mask value exceeds the coverage threshold; no window, no prototype: the original cannot score
+  the episode (its training skips it), here the class scores 0 and the output says the episode is
+  not `scorable` (models/base.py);
 - foreground ("gridconv+" or "mask"): when some `foreground_mode_window` window (4 x 4, in
   training and at test alike) is covered at least to the threshold, the local prototypes plus the
   global prototype of every shot; otherwise only the global prototype averaged over shots;
@@ -49,6 +51,8 @@ class ALPNetOptions:
 
 class ALPNet(FewShotSegmenter):
     """Local + global prototypes per class, softmax-weighted scoring."""
+
+    needs_background_prototype = True
 
     def __init__(self, encoder: nn.Module, options: ALPNetOptions = ALPNetOptions()) -> None:
         super().__init__(encoder, options.score_scale, options.prototype_combination)

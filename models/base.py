@@ -27,11 +27,14 @@ FOREGROUND = 1
 @dataclass
 class FewShotOutput:
     """logits (B, 2, H, W); alignment_logits (B, S, 2, H, W) or None; alignment_counted (B,) bool
-    or None: False for an episode whose alignment loss the model's original skips."""
+    or None: False for an episode whose alignment loss the model's original skips; scorable (B,)
+    bool or None (every episode): False for an episode the model's original cannot score at all
+    (`FewShotSegmenter.needs_background_prototype`), which its training skips."""
 
     logits: torch.Tensor
     alignment_logits: torch.Tensor | None = None
     alignment_counted: torch.Tensor | None = None
+    scorable: torch.Tensor | None = None
 
 
 @dataclass
@@ -58,6 +61,11 @@ class FewShotSegmenter(nn.Module):
     # PANet skips the alignment loss of an episode whose query has no predicted foreground (its
     # `skip_ways`); SSL-ALPNet computes it anyway (its FIXME: "a positive class must be there")
     skips_alignment_without_foreground = False
+    # SSL-ALPNet's background is local prototypes only ("gridconv"): an episode whose background has
+    # none makes its convolution with zero filters raise, and its training.py skips the episode
+    # (docs/METHOD.md, "Where this project departs from the originals"); here such a class scores 0
+    # and the episode is reported not `scorable`, for the training loop to decide
+    needs_background_prototype = False
 
     def __init__(
         self, encoder: nn.Module, score_scale: float = DEFAULT_SCORE_SCALE, prototype_combination: str = "softmax"
@@ -93,6 +101,12 @@ class FewShotSegmenter(nn.Module):
             class_maps.append(combine_class_scores(scores, valid, self.prototype_combination))
         return torch.stack(class_maps, dim=1)
 
+    def scorable(self, prototypes: ClassPrototypes) -> torch.Tensor | None:
+        """prototypes (B, P, C) -> (B,) bool: whether the model's original can score each episode
+        (False where the background has no valid prototype), for a model that
+        `needs_background_prototype`; None (every episode) for the others."""
+        return prototypes.background_valid.any(dim=1) if self.needs_background_prototype else None
+
     def encode(self, support_images: torch.Tensor, query_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """support (Bs, S, 3, H, W), query (B, 3, H, W) -> (Bs, S, C, h, w), (B, C, h, w), one pass."""
         support_batch, shots = support_images.shape[:2]
@@ -110,7 +124,8 @@ class FewShotSegmenter(nn.Module):
     ) -> FewShotOutput:
         """support_images (B|1, S, 3, H, W), support_masks (B|1, S, H, W), query_images (B, 3, H, W)
         -> FewShotOutput(logits (B, 2, H, W), alignment_logits (B, S, 2, H, W) | None,
-        alignment_counted (B,) | None)."""
+        alignment_counted (B,) | None, scorable (B,) | None: of the support's prototypes and, with
+        the alignment branch, of the query prototypes it segments the support with)."""
         _check_episode(support_images, support_masks, query_images)
         batch = query_images.shape[0]
         image_size = query_images.shape[-2:]
@@ -119,18 +134,22 @@ class FewShotSegmenter(nn.Module):
         adapted = self.adapt_query(query_features, support_features, prototypes)
         shared = prototypes.map_tensors(lambda tensor: tensor.expand(batch, *tensor.shape[1:]))
         feature_logits = self.score(adapted, shared)  # (B, 2, h, w)
-        output = FewShotOutput(logits=_upsample(feature_logits, image_size))
+        output = FewShotOutput(logits=_upsample(feature_logits, image_size), scorable=self.scorable(shared))
         if return_alignment:
             support_features = support_features.expand(batch, *support_features.shape[1:])
-            output.alignment_logits, output.alignment_counted = self.align(
+            output.alignment_logits, output.alignment_counted, alignment_scorable = self.align(
                 query_features, feature_logits, support_features, image_size)
+            if output.scorable is not None:
+                output.scorable = output.scorable & alignment_scorable
         return output
 
     def align(
         self, query_features: torch.Tensor, feature_logits: torch.Tensor, support_features: torch.Tensor, image_size
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """PAR: query_features (B, C, h, w) as encoded, feature_logits (B, 2, h, w), support_features
-        (B, S, C, h, w) -> alignment logits (B, S, 2, H, W), counted (B,) bool.
+        (B, S, C, h, w) -> alignment logits (B, S, 2, H, W), counted (B,) bool, scorable (B,) bool or
+        None (`scorable` of the query prototypes: SSL-ALPNet's alignment fails on a predicted
+        background without a local prototype as its forward pass does on the support's).
 
         The query mask is the argmax of the feature-resolution logits (PANet and SSL-ALPNet pass
         `pred` before upsampling), so the query prototypes pool hard masks at feature resolution.
@@ -144,7 +163,7 @@ class FewShotSegmenter(nn.Module):
         counted = torch.ones(predicted.shape[0], dtype=torch.bool, device=predicted.device)
         if self.skips_alignment_without_foreground:
             counted = predicted.flatten(1).any(dim=1)
-        return alignment, counted
+        return alignment, counted, self.scorable(query_prototypes)
 
 
 def _upsample(logits: torch.Tensor, size) -> torch.Tensor:

@@ -9,10 +9,14 @@
 
 Everything is vectorised over batch, shots and prototypes. Prototypes come with a validity mask
 (B, P) so that classes with different numbers of prototypes stack into one tensor; invalid
-prototypes never influence a score. A class without any valid prototype scores 0 everywhere: the
-originals get exactly that from a zero prototype (cosine 0) or an empty set of local prototypes
-(an empty sum). The arithmetic runs in float32 even under autocast, because masked sums over many
-pixels and cosine similarities lose too much precision in fp16 / bf16.
+prototypes never influence a score. A class without any valid prototype scores 0 everywhere. For a
+zero prototype (the masked average under an empty mask) that is what the originals compute too
+(cosine 0). For an empty set of local prototypes it is not: SSL-ALPNet scores its prototypes with a
+convolution whose filters are the prototypes, and a convolution with zero filters raises, so the
+original has no score for such a class; its training.py skips the episode (the project's default,
+experiment/training_step.py) and its validation.py would stop. The arithmetic runs in float32 even
+under autocast, because masked sums over many pixels and cosine similarities lose too much
+precision in fp16 / bf16.
 """
 from __future__ import annotations
 
@@ -134,7 +138,7 @@ def combine_class_scores(
 
     scores (B, P, h, w), valid (B, P) -> (B, h, w). "softmax": sum over prototypes of
     softmax(scores) * scores (SSL-ALPNet); "max": the best prototype. Invalid prototypes are
-    excluded; a sample without any valid prototype gets `empty_score` (0, as the originals).
+    excluded; a sample without any valid prototype gets `empty_score` (0; see the module docstring).
     """
     if mode not in COMBINATIONS:
         raise ValueError(f"prototype combination must be one of {COMBINATIONS}, got {mode!r}")

@@ -1,7 +1,9 @@
 """SSL-ALPNet against the original's arithmetic (models/alpmodule.py, grid_proto_fewshot.py of
 SSL-ALPNet), restated here position by position: the same features and soft masks must give the
 same logits within 1e-4, with 4 x 4 windows in training and 2 x 2 at test, and the foreground's
-choice between local + global and global-only prototypes made on 4 x 4 windows in both modes."""
+choice between local + global and global-only prototypes made on 4 x 4 windows in both modes; and
+the episodes the original cannot score (no background window above the threshold: its convolution
+with zero filters raises, and training.py skips the episode) are those the model reports."""
 import pytest
 import torch
 import torch.nn as nn
@@ -97,3 +99,49 @@ def test_the_small_organ_episode_really_switches_on_the_window_sizes():
     prototypes = model.class_prototypes(torch.randn(1, 1, CHANNELS, FEATURE_SIZE, FEATURE_SIZE), small[None])
     assert prototypes.foreground_valid.sum().item() == 1  # the global prototype only
     assert prototypes.background_valid.sum().item() > (FEATURE_SIZE // MODE_WINDOW) ** 2  # 2 x 2 windows at test
+
+
+def _cross(width: int) -> torch.Tensor:
+    """A (1, h, w) soft mask: a cross of `width` pixels through the centre of the 64 x 64 slice."""
+    middle = MASK_SIZE // 2
+    masks = torch.zeros(1, MASK_SIZE, MASK_SIZE)
+    masks[:, middle - width // 2: middle + width // 2, :] = 1.0
+    masks[:, :, middle - width // 2: middle + width // 2] = 1.0
+    return resize_masks(masks, (FEATURE_SIZE, FEATURE_SIZE))
+
+
+def _original_can_score(masks: torch.Tensor, training: bool) -> bool:
+    """SSL-ALPNet's rule: its background ("gridconv") needs one window of the background above the threshold."""
+    window = TRAIN_WINDOW if training else TEST_WINDOW
+    return len(_windows(torch.zeros(len(masks), 1, FEATURE_SIZE, FEATURE_SIZE), 1.0 - masks, window)) > 0
+
+
+def test_an_episode_is_scorable_exactly_where_the_original_finds_a_background_window():
+    # the cross touches every 4 x 4 window (none of its background is above 0.95) but leaves 2 x 2
+    # windows free; the corner organ leaves three 4 x 4 windows free
+    cross, corner = _cross(8), _masks((0, 0, 24, 24))
+    assert not _original_can_score(cross, training=True) and _original_can_score(cross, training=False)
+    assert _original_can_score(corner, training=True)
+    support_masks = torch.stack([cross, corner])  # (B = 2, S = 1, h, w), already at feature size
+    generator = torch.Generator().manual_seed(4)
+    support_images = torch.randn(2, 1, CHANNELS, FEATURE_SIZE, FEATURE_SIZE, generator=generator)
+    query_images = torch.randn(2, CHANNELS, FEATURE_SIZE, FEATURE_SIZE, generator=generator)
+    model = ALPNet(nn.Identity())
+    for training, expected in ((True, [False, True]), (False, [True, True])):
+        output = model.train(training)(support_images, support_masks, query_images)
+        assert output.scorable.tolist() == expected, training
+        background_scores_zero = torch.equal(output.logits[0, 0], torch.zeros(FEATURE_SIZE, FEATURE_SIZE))
+        assert background_scores_zero == (not expected[0])  # the empty set's class scores 0 here
+
+
+def test_the_alignment_branch_cannot_score_a_query_predicted_foreground_everywhere():
+    generator = torch.Generator().manual_seed(6)
+    query_features = torch.randn(2, CHANNELS, FEATURE_SIZE, FEATURE_SIZE, generator=generator)
+    support_features = torch.randn(2, 1, CHANNELS, FEATURE_SIZE, FEATURE_SIZE, generator=generator)
+    feature_logits = torch.zeros(2, 2, FEATURE_SIZE, FEATURE_SIZE)
+    feature_logits[:, 1] = 1.0  # foreground everywhere ...
+    feature_logits[1, 1, :TRAIN_WINDOW, :TRAIN_WINDOW] = -1.0  # ... but one 4 x 4 window of the second query
+    predicted = (feature_logits.argmax(dim=1) == 1).float()
+    assert [_original_can_score(mask[None], training=True) for mask in predicted] == [False, True]
+    _, _, scorable = ALPNet(nn.Identity()).train().align(query_features, feature_logits, support_features, (64, 64))
+    assert scorable.tolist() == [False, True]

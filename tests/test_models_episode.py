@@ -172,11 +172,11 @@ def test_alignment_prototypes_pool_the_hard_prediction_at_feature_resolution():
     query_features = torch.randn(1, 32, 8, 8, generator=generator)
     support_features = torch.randn(1, 1, 32, 8, 8, generator=generator)
     feature_logits = torch.randn(1, 2, 8, 8, generator=generator)
-    alignment, counted = model.align(query_features, feature_logits, support_features, (64, 64))
+    alignment, counted, scorable = model.align(query_features, feature_logits, support_features, (64, 64))
     predicted = (feature_logits.argmax(dim=1) == 1).float()  # hard, at 8 x 8: PANet's and SSL-ALPNet's `pred`
     prototypes = [(query_features * mask).sum(dim=(-2, -1)) / (mask.sum() + 1e-5) for mask in (1 - predicted, predicted)]
     scores = torch.stack([20 * torch.nn.functional.cosine_similarity(support_features[:, 0], p[..., None, None], dim=1)
                           for p in prototypes], dim=1)
     expected = torch.nn.functional.interpolate(scores, size=(64, 64), mode="bilinear", align_corners=False)
-    assert alignment.shape == (1, 1, 2, 64, 64) and counted.tolist() == [True]
+    assert alignment.shape == (1, 1, 2, 64, 64) and counted.tolist() == [True] and scorable is None
     assert torch.allclose(alignment[:, 0], expected, atol=1e-4)
