@@ -26,6 +26,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from evaluation.metrics import FEW_SHOT_METRICS, SEMI_SUPERVISED_METRICS
 from experiment.layout import RunLayout
 from experiment.semi_supervised_assembly import labelled_share_of
+from experiment.training_step import DEFAULT_EMPTY_BACKGROUND_POLICY
 from models import (FEW_SHOT, SEMI_SUPERVISED, model_track, original_optimizer, original_steps, original_training,
                     uses_unlabelled)
 from models import alignment_loss_weight as recipe_alignment_weight
@@ -210,6 +211,11 @@ def base_config():
     # and train.py refuses another number)
     alignment_loss_weight = recipe_alignment_weight(model["name"], loss_recipe)  # see above
     dice_loss_weight = 0.0  # soft Dice loss on the query prediction (0 disables it)
+    # a training episode that the model's original cannot score (SSL-ALPNet: the support's, or the query's
+    # predicted, background has no local prototype, no window covered above the threshold): "skip" it as its
+    # training.py does (no optimiser or scheduler step; the step still counts; `skipped_steps` in
+    # tensorboard) | "score_zero" (train on it with a background score of 0); no other model has such episodes
+    empty_background_prototypes = DEFAULT_EMPTY_BACKGROUND_POLICY  # see above
 
     # --- bookkeeping ---------------------------------------------------------------------------
     runs_root = "runs"  # every run lives in runs_root/run_name

@@ -6,7 +6,9 @@
     torchrun --standalone --nproc_per_node=4 train.py with chaost2 psmnet batch_size=4   # data-parallel
 
 The loop reads top to bottom: build (track, optimiser), resume, then per step: forward and losses,
-update, log, validate, checkpoint. What differs between the two regimes is the track
+update, log, validate, checkpoint. A step the track skips (an episode the model's original cannot
+score, which it skips: SSL-ALPNet's background without a local prototype) has no update but counts
+as a step, as in the original's loop. What differs between the two regimes is the track
 (experiment/tracks.py: the model, its batches, the losses of a step, validation); the run folder
 (checkpoints, tensorboard, Sacred record) comes from experiment/layout.py. Under torchrun
 (few-shot only), each process trains on its share of each step's episodes and rank 0 alone logs,
@@ -25,8 +27,8 @@ from tqdm import tqdm
 from config import ex
 from experiment.assembly import upgrade_saved_config
 from experiment.config_checks import check_training_config
-from experiment.curves import (BEST_VALIDATION_TAG, LEARNING_RATE_TAG, TOTAL_LOSS_TAG, loss_tag, scalar_tag,
-                               validation_dice_tag)
+from experiment.curves import (BEST_VALIDATION_TAG, LEARNING_RATE_TAG, SKIPPED_STEPS_TAG, TOTAL_LOSS_TAG, loss_tag,
+                               scalar_tag, validation_dice_tag)
 from experiment.data_identity import DATA_FINGERPRINT_KEY
 from experiment.layout import RunLayout
 from experiment.optimisation import Optimisation
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 # and the number of steps.
 RESUMABLE_KEYS = BOOKKEEPING_KEYS | {"n_steps"}
 BEST_STATE_KEY = "best_validation"  # checkpoint entry: {"dice": mean validation Dice, "step": its step}
+SKIPPED_STEPS_KEY = "skipped_steps"  # checkpoint entry: steps skipped so far (no update)
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,7 +84,7 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
     # --- resume (a save killed midway left a temporary file: it goes) -----------------------------
     if ranks.is_main:
         remove_stale_temporary_files(run.last_checkpoint.parent)
-    start_step, best = 0, {"dice": -math.inf, "step": 0}
+    start_step, best, skipped_steps = 0, {"dice": -math.inf, "step": 0}, 0
     if config["resume"] and run.last_checkpoint.is_file():
         state = load_checkpoint(run.last_checkpoint, map_location=device)
         check_resumable(upgrade_saved_config(state["config"]), config, run.last_checkpoint)
@@ -90,6 +93,7 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
         optimisation.load_state_dicts(state["optimizer"], state["scheduler"])
         restore_rng_states(state["rng"])
         start_step, best = state["step"], state.get("extra", {}).get(BEST_STATE_KEY, best)
+        skipped_steps = state.get("extra", {}).get(SKIPPED_STEPS_KEY, 0)
         logger.info("resuming %s from step %d", run.last_checkpoint, start_step)
     elif ranks.is_main:
         save_checkpoint(run.initial_checkpoint, model=model, **optimisation.checkpoint_states(), step=0, config=config,
@@ -104,21 +108,25 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
     batches = track.batches(start_step)
     progress = tqdm(range(start_step, config["n_steps"]), initial=start_step, total=config["n_steps"],
                     desc=f"train {run.folder.name}", dynamic_ncols=True, disable=not ranks.is_main)
+    step_loss = math.nan
     for step in progress:
         # --- forward and loss (of this rank's share of the step's batch) -------------------------------
         outcome = track.training_step(next(batches), step)
-        loss = sum(outcome.losses.values())
-        step_losses = mean_over_ranks(outcome.losses, ranks)  # the step's losses, the same on every rank
-        step_loss = sum(step_losses.values())
-        if not math.isfinite(step_loss):
-            raise TrainingDiverged(f"step {step + 1}: loss is {step_loss} ({step_losses}); "
-                                   f"lower lr or check the data; last checkpoint: {run.last_checkpoint}")
+        if outcome.skipped:  # the model's original cannot score an episode of it (experiment/training_step.py)
+            skipped_steps += 1
+        else:
+            loss = sum(outcome.losses.values())
+            step_losses = mean_over_ranks(outcome.losses, ranks)  # the step's losses, the same on every rank
+            step_loss = sum(step_losses.values())
+            if not math.isfinite(step_loss):
+                raise TrainingDiverged(f"step {step + 1}: loss is {step_loss} ({step_losses}); "
+                                       f"lower lr or check the data; last checkpoint: {run.last_checkpoint}")
 
-        # --- update ----------------------------------------------------------------------------------
-        optimisation.zero_grad()
-        loss.backward()
-        optimisation.step()
-        track.after_update(step)  # e.g. an EMA teacher follows the student
+            # --- update (a skipped step has none: no optimiser and no scheduler step) --------------------
+            optimisation.zero_grad()
+            loss.backward()
+            optimisation.step()
+            track.after_update(step)  # e.g. an EMA teacher follows the student
         done = step + 1
 
         if not ranks.is_main:  # rank 0 alone logs, validates and saves
@@ -126,16 +134,19 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
 
         # --- log ---------------------------------------------------------------------------------------
         if done % config["log_every"] == 0 or done == config["n_steps"]:
-            for name, value in step_losses.items():
-                writer.add_scalar(loss_tag(name), value, done)
-            writer.add_scalar(TOTAL_LOSS_TAG, step_loss, done)
-            for name, value in outcome.scalars.items():
-                writer.add_scalar(scalar_tag(name), value, done)
+            if not outcome.skipped:  # a skipped step has no losses
+                for name, value in step_losses.items():
+                    writer.add_scalar(loss_tag(name), value, done)
+                writer.add_scalar(TOTAL_LOSS_TAG, step_loss, done)
+                for name, value in outcome.scalars.items():
+                    writer.add_scalar(scalar_tag(name), value, done)
+            writer.add_scalar(SKIPPED_STEPS_TAG, skipped_steps, done)
             learning_rates = optimisation.learning_rates()
             for group, value in learning_rates.items():
                 writer.add_scalar(LEARNING_RATE_TAG if len(learning_rates) == 1 else f"{LEARNING_RATE_TAG}/{group}",
                                   value, done)
-            progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{next(iter(learning_rates.values())):.2e}")
+            progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{next(iter(learning_rates.values())):.2e}",
+                                 skipped=skipped_steps)
 
         # --- validate (and keep the best weights, where the track selects by validation) -------------
         if config["validate_every"] and (done % config["validate_every"] == 0 or done == config["n_steps"]):
@@ -156,12 +167,13 @@ def train_run(config: dict, run: RunLayout, ranks, _run) -> dict:
         # --- checkpoint ------------------------------------------------------------------------------
         if done % config["checkpoint_every"] == 0 or done == config["n_steps"]:
             save_checkpoint(run.last_checkpoint, model=model, **optimisation.checkpoint_states(), step=done, config=config,
-                            extra={BEST_STATE_KEY: best, DATA_FINGERPRINT_KEY: data_fingerprint})
+                            extra={BEST_STATE_KEY: best, DATA_FINGERPRINT_KEY: data_fingerprint,
+                                   SKIPPED_STEPS_KEY: skipped_steps})
     if ranks.is_main:
         writer.close()
     _run.info["checkpoint"] = str(run.last_checkpoint)
-    return {"step": config["n_steps"], "final_loss": step_loss, **({"best_validation": best} if track.selects_best
-                                                                     else {})}
+    return {"step": config["n_steps"], "final_loss": step_loss, "skipped_steps": skipped_steps,
+            **({"best_validation": best} if track.selects_best else {})}
 
 
 def check_resumable(saved: dict, current: dict, path: Path) -> None:

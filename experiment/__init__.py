@@ -6,7 +6,8 @@
   provenance in summary.json) and the fold rows of summarize_folds;
 - assembly.py: from a composed config dict to a fold's data, its training, validation and test
   episodes, and a model, new or rebuilt from a checkpoint;
-- training_step.py: the losses of one training step (shared by train.py and the benches);
+- training_step.py: the losses of one training step (shared by train.py and the benches), and
+  whether the step is skipped (an episode the model's original cannot score);
 - curves.py: the learning curves a run logged (tensorboard tags written and read).
 - sweep.py: the runs of a table (rows x folds x seeds) and the workers or Slurm jobs they run in.
 

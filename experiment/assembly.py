@@ -31,6 +31,7 @@ from dataloaders.volumes import Scan, load_scans
 from evaluation.episodes import TestEpisode, fold_test_episodes, query_scans_without_organ
 from experiment.data_identity import DATA_FINGERPRINT_KEY
 from experiment.semi_supervised_assembly import build_method
+from experiment.training_step import DEFAULT_EMPTY_BACKGROUND_POLICY, SCORE_ZERO
 from models import SEMI_SUPERVISED, build_model, model_track, original_steps
 from utils.checkpoint import FILE_SHA256_KEY, load_checkpoint, load_model_weights
 from utils.io import DataError
@@ -47,6 +48,10 @@ EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0, "optimizer": "sgd",
                      "labelled_scans": 1, "schedule_clock": "iterations", "metric_rules": "ssl4mis"}
 # keys added since whose earlier value was another key's: {new key: the key it equals}
 EARLIER_COPIES = {"labelled_batch_size": "batch_size"}
+# the models whose earlier runs trained on the episodes their original skips, with a background
+# score of 0 (`empty_background_prototypes`); other models have no such episode, so today's default
+# trains them as before
+EARLIER_SCORE_ZERO_MODELS = ("alpnet",)
 
 
 @dataclass(frozen=True)
@@ -192,4 +197,6 @@ def upgrade_saved_config(config: dict) -> dict:
     for key, source in EARLIER_COPIES.items():
         upgraded.setdefault(key, upgraded[source])
     upgraded.setdefault("original_n_steps", original_steps(upgraded["model"]["name"]))
+    upgraded.setdefault("empty_background_prototypes", SCORE_ZERO if upgraded["model"]["name"] in
+                        EARLIER_SCORE_ZERO_MODELS else DEFAULT_EMPTY_BACKGROUND_POLICY)
     return upgraded

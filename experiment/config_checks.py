@@ -25,6 +25,7 @@ from evaluation.metrics import check_metric_names
 from experiment.layout import check_run_name
 from evaluation.volume_scoring import METRIC_RULES, SCORED_SLICES
 from experiment.optimisation import LR_SCHEDULES, OPTIMIZERS
+from experiment.training_step import EMPTY_BACKGROUND_POLICIES
 from models import (SEMI_SUPERVISED, check_alignment_weight, image_size_multiple, minimum_feature_size, model_track,
                     uses_unlabelled)
 from utils.distributed import launched_ranks
@@ -95,6 +96,7 @@ def check_training_config(config: dict) -> None:
     _check_choice(config, "training_mode", TRAINING_MODES)
     _check_choice(config, "exclusion_rule", EXCLUSION_RULES)
     _check_choice(config, "optimizer", OPTIMIZERS)
+    _check_choice(config, "empty_background_prototypes", EMPTY_BACKGROUND_POLICIES)
     for key in NON_NEGATIVE_NUMBERS:
         if not _is_number(config[key]) or config[key] < 0:
             raise ConfigError(f"config: {key}={config[key]!r} is out of range: expected a number >= 0")

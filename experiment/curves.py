@@ -4,7 +4,9 @@ train.py logs every loss term under `loss/<name>` and their sum under `loss/tota
 `log_every` steps, the learning rate under `lr`, and the validation Dice of every organ under
 `validation_dice/<organ>` every `validate_every` steps (on training scans whose labels are never
 trained on; semi-supervised: per class on the validation volumes, and the best mean so far under
-`validation_dice/best_mean`), and a method's own values (its consistency weight) under `method/<name>`. `fold_curves` reads one table row (a run prefix, or Setting-2 group prefixes joined by
+`validation_dice/best_mean`), a method's own values (its consistency weight) under `method/<name>`,
+and the number of steps skipped so far (no update: SSL-ALPNet's unscorable episodes) under
+`skipped_steps`. `fold_curves` reads one table row (a run prefix, or Setting-2 group prefixes joined by
 '+') back as per-fold curves; scripts/summarize_curves.py prints them as tables and
 scripts/make_figures.py plots them.
 """
@@ -25,6 +27,7 @@ TOTAL_LOSS_TAG = "loss/total"
 LEARNING_RATE_TAG = "lr"
 SCALAR_PREFIX = "method/"  # other values a method logs (e.g. method/consistency_weight)
 BEST_VALIDATION_TAG = "validation_dice/best_mean"  # semi-supervised: the best mean validation Dice so far
+SKIPPED_STEPS_TAG = "skipped_steps"  # steps without an update so far (experiment/training_step.py)
 KEEP_ALL_SCALARS = {SCALARS: 0}  # EventAccumulator subsamples scalars unless told to keep them all
 # A resumed run's events restart at its checkpoint's step; the accumulator drops the interrupted
 # run's later points (as tensorboard does) and warns once per run about it: expected, not news.

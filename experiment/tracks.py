@@ -7,7 +7,8 @@ A track is what differs between few-shot episodic training and semi-supervised t
     track.model                       the module checkpoints store and test.py rebuilds
     track.parameter_groups()          {group: parameters}, one optimiser each
     track.batches(start_step)         endless batches, from a step on as an uninterrupted run
-    track.training_step(batch, i)     -> StepOutcome: weighted losses, scalars to log, a panel
+    track.training_step(batch, i)     -> StepOutcome: weighted losses, scalars to log, a panel, and
+                                         whether the step is skipped (no update)
     track.after_update(i)             after the optimiser step (EMA teachers)
     track.validate()                  -> Validation: Dice per class or organ, panels
     track.selects_best                whether the best validation's weights are kept (best.pth)
@@ -15,7 +16,9 @@ A track is what differs between few-shot episodic training and semi-supervised t
     track.data_fingerprint()          the content identity of the training data (experiment/data_identity.py)
 
 `FewShotTrack`: episodes of a fold (experiment/assembly.py) and the episode losses
-(experiment/training_step.py); validation on test-style episodes; the last weights are evaluated.
+(experiment/training_step.py), a step skipped where the model's original skips its episode
+(SSL-ALPNet's empty background set, `empty_background_prototypes`); validation on test-style
+episodes; the last weights are evaluated.
 `SemiSupervisedTrack`: labelled + unlabelled slice batches and a method of models/ (its
 `training_losses` and `after_update`); validation on volumes; the best validation Dice is kept, as
 SSL4MIS selects its model. A new semi-supervised method changes neither.
@@ -36,7 +39,7 @@ from experiment.assembly import (build_model_from_config, ensure_superpixels, fo
                                  uses_superpixels, validation_episodes)
 from experiment.data_identity import data_fingerprint
 from experiment.semi_supervised_assembly import build_method, semi_supervised_data, training_slices
-from experiment.training_step import episode_losses
+from experiment.training_step import episode_losses, skips_step
 from models import SEMI_SUPERVISED, model_track
 from utils.distributed import Ranks, data_parallel, main_rank_first
 from utils.runtime import autocast
@@ -49,11 +52,13 @@ VALIDATION_METRICS = ("dice",)  # validation scores Dice only: surface distances
 @dataclass
 class StepOutcome:
     """losses: {term: weighted scalar tensor} (their sum is minimised); scalars: other values to log;
-    panel(): an image panel of the step's first example (made only when logged)."""
+    panel(): an image panel of the step's first example (made only when logged); skipped: the step
+    takes no optimiser or scheduler step (the same on every rank), its losses are not logged."""
 
     losses: dict[str, torch.Tensor]
     panel: Callable[[], torch.Tensor]
     scalars: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
 
 
 @dataclass
@@ -104,7 +109,8 @@ class FewShotTrack:
     def training_step(self, batch: dict[str, torch.Tensor], iteration: int) -> StepOutcome:
         output, losses = episode_losses(self.network, batch, self.config, self.class_weights, self.device,
                                         self.precision)
-        return StepOutcome(losses, panel=lambda: episode_panel(
+        skipped = skips_step(output, self.config["empty_background_prototypes"], self.ranks)
+        return StepOutcome(losses, skipped=skipped, panel=lambda: episode_panel(
             support_image=batch["support_images"][0, 0], support_mask=batch["support_masks"][0, 0],
             query_image=batch["query_images"][0], prediction=output.logits[0].argmax(0),
             truth=batch["query_labels"][0]))

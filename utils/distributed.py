@@ -96,6 +96,15 @@ def mean_over_ranks(values: dict[str, torch.Tensor], ranks: Ranks) -> dict[str, 
     return dict(zip(values, stacked.tolist()))
 
 
+def any_over_ranks(flag: torch.Tensor, ranks: Ranks) -> bool:
+    """Whether a scalar bool tensor is True on any rank (one exchange; the tensor's device must be
+    the process group's: this rank's GPU under nccl)."""
+    value = flag.detach().to(torch.float32)
+    if ranks.distributed:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 @contextlib.contextmanager
 def main_rank_first(ranks: Ranks) -> Iterator[None]:
     """Rank 0 runs the block first (e.g. writing derived files), the other ranks after it."""
