@@ -52,6 +52,10 @@ EARLIER_COPIES = {"labelled_batch_size": "batch_size"}
 # score of 0 (`empty_background_prototypes`); other models have no such episode, so today's default
 # trains them as before
 EARLIER_SCORE_ZERO_MODELS = ("alpnet",)
+# model options whose default has changed, with the default that earlier configs were built with:
+# {model: {option: earlier default}}; an earlier config is one without `empty_background_prototypes`,
+# added in the same version as PSMnet's windowed background prototypes became its default
+EARLIER_MODEL_DEFAULTS = {"psmnet": {"use_local_background_prototypes": False}}
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,8 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
 
 
 def upgrade_saved_config(config: dict) -> dict:
-    """A config stored by an earlier version with today's keys (see RENAMED_KEYS, EARLIER_CONSTANTS)."""
+    """A config stored by an earlier version with today's keys (see RENAMED_KEYS, EARLIER_CONSTANTS) and
+    the model options it was built with (EARLIER_MODEL_DEFAULTS)."""
     upgraded = dict(config)
     for old, new_keys in RENAMED_KEYS.items():
         if old in upgraded:
@@ -197,6 +202,9 @@ def upgrade_saved_config(config: dict) -> dict:
     for key, source in EARLIER_COPIES.items():
         upgraded.setdefault(key, upgraded[source])
     upgraded.setdefault("original_n_steps", original_steps(upgraded["model"]["name"]))
+    if "empty_background_prototypes" not in upgraded:
+        earlier_defaults = EARLIER_MODEL_DEFAULTS.get(upgraded["model"]["name"], {})
+        upgraded["model_options"] = {**earlier_defaults, **upgraded["model_options"]}
     upgraded.setdefault("empty_background_prototypes", SCORE_ZERO if upgraded["model"]["name"] in
                         EARLIER_SCORE_ZERO_MODELS else DEFAULT_EMPTY_BACKGROUND_POLICY)
     return upgraded

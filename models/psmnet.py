@@ -4,11 +4,18 @@ Foreground and background of every support are split by the Prototype Splitting 
 query features are adapted to the support foreground by the Multi-level Cross Attention Module;
 the query is scored against all valid prototypes of each class (softmax-weighted sum).
 
+Windowed background prototypes (reconstructed, docs/METHOD.md "Where this project departs from the
+originals"): PSMnet's surviving `forward` passes a training window (`tra_wsize`), `isval` and a test
+window (`val_wsize`) to its lost scoring function, as SSL-ALPNet switches its pooling windows
+between training and test. By default SSL-ALPNet's local prototypes of the background (the window
+averages of the features whose window is covered above 0.95) join the split prototypes, pooled over
+`local_window` (4 x 4) windows in training and `test_local_window` (2 x 2) in evaluation mode
+(`model.eval()`); `use_local_background_prototypes=False` scores with the split prototypes alone.
+
 Ablations: `use_psm=False` scores with the per-shot global prototypes only (the "singular
 prototype"); the foreground split still feeds MCAM's level-2 guide map, which needs it.
-`use_mcam=False` scores the encoder's query features directly. SSL-ALPNet local background
-prototypes can be added to the background's prototypes. `mcam_direction` chooses between the
-original code's guide-to-query non-local blocks (default) and a query-to-support alternative
+`use_mcam=False` scores the encoder's query features directly. `mcam_direction` chooses between
+the original code's guide-to-query non-local blocks (default) and a query-to-support alternative
 (models/cross_attention.py).
 
 Support masks are resized to the feature grid (bilinear, soft) as the original does
@@ -28,7 +35,8 @@ from models.prototype_splitting import (
     ADAPTIVE, DEFAULT_MIN_PART_AREA, DEFAULT_N_SPLITS, PrototypeSplittingModule, SplitPrototypes,
 )
 from models.prototypes import (
-    COMBINATIONS, DEFAULT_LOCAL_COVERAGE, DEFAULT_LOCAL_WINDOW, DEFAULT_SCORE_SCALE, local_prototypes, resize_masks,
+    COMBINATIONS, DEFAULT_LOCAL_COVERAGE, DEFAULT_LOCAL_WINDOW, DEFAULT_SCORE_SCALE, DEFAULT_TEST_LOCAL_WINDOW,
+    local_prototypes, resize_masks,
 )
 
 
@@ -43,8 +51,9 @@ class PSMNetOptions:
     attention_key_threshold: float = DEFAULT_KEY_THRESHOLD  # query_to_support: mask value making a position a key
     score_scale: float = DEFAULT_SCORE_SCALE  # multiplier of cosine similarity in the logits
     prototype_combination: str = "softmax"  # per-class combination of prototype scores: softmax | max
-    use_local_background_prototypes: bool = False  # add SSL-ALPNet local background prototypes
-    local_window: int = DEFAULT_LOCAL_WINDOW  # local pooling window, in feature pixels
+    use_local_background_prototypes: bool = True  # add window-pooled background prototypes (reconstructed)
+    local_window: int = DEFAULT_LOCAL_WINDOW  # their pooling window in training (tra_wsize), feature pixels
+    test_local_window: int = DEFAULT_TEST_LOCAL_WINDOW  # their pooling window in evaluation (val_wsize)
     local_coverage: float = DEFAULT_LOCAL_COVERAGE  # a window is kept above this mean background value
 
     def __post_init__(self) -> None:
@@ -54,6 +63,14 @@ class PSMNetOptions:
             raise ValueError(f"prototype_combination must be one of {COMBINATIONS}, got {self.prototype_combination!r}")
         if self.split_threshold != ADAPTIVE and not isinstance(self.split_threshold, (int, float)):
             raise ValueError(f"split_threshold must be {ADAPTIVE!r} or a number, got {self.split_threshold!r}")
+        for name in ("local_window", "test_local_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number of feature pixels, got {getattr(self, name)}")
+
+    @property
+    def minimum_feature_size(self) -> int:
+        """Side of the smallest feature grid the pooling windows fit in, in training and evaluation."""
+        return max(self.local_window, self.test_local_window) if self.use_local_background_prototypes else 1
 
 
 @dataclass
@@ -89,8 +106,8 @@ class PSMNet(FewShotSegmenter):
         flat_valid = rearrange(valid, "(k b) s p -> k b (s p)", b=batch)
         background, background_valid = flat[0], flat_valid[0]
         if self.options.use_local_background_prototypes:
-            local, local_valid = local_prototypes(features, 1.0 - masks, self.options.local_window,
-                                                  self.options.local_coverage)
+            window = self.options.local_window if self.training else self.options.test_local_window
+            local, local_valid = local_prototypes(features, 1.0 - masks, window, self.options.local_coverage)
             background = torch.cat([background, local], dim=1)
             background_valid = torch.cat([background_valid, local_valid], dim=1)
         foreground_split = SplitPrototypes(both.prototypes[batch:], both.valid[batch:], both.sub_masks[batch:])

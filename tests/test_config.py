@@ -104,7 +104,11 @@ def test_the_protocol_configs_pass_the_checks_and_small_images_suit_models_witho
     for named_configs in [("chaost2", "psmnet"), ("chaost2", "alpnet"), ("sabs", "setting2", "panet"),
                           ("demo", "cpu", "psm_only")]:
         check_training_config(composed(*named_configs))
-    check_training_config(composed("demo", "cpu", "psmnet", image_size=24))  # 3 x 3 features suit PSMnet
+    check_training_config(composed("demo", "cpu", "panet", image_size=24))  # 3 x 3 features suit PANet
+    with pytest.raises(ConfigError, match="4 x 4 feature grid that psmnet needs"):  # its background windows
+        check_training_config(composed("demo", "cpu", "psmnet", image_size=24))
+    check_training_config(composed("demo", "cpu", "psmnet", image_size=24,
+                                   model_options=dict(use_local_background_prototypes=False)))
     check_training_config(composed("demo", "cpu", "alpnet", validate_every=0, n_validation_scans=0))
 
 

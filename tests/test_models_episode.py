@@ -119,6 +119,23 @@ def test_ablation_flags_change_the_prototypes_and_modules():
     assert prototypes.background.shape == (1, 2 * 4 + 2 * 16, 32)  # + the 2 x 2 windows of 8 x 8 features
 
 
+def test_psmnet_pools_its_background_windows_as_in_training_or_evaluation_mode():
+    generator = torch.Generator().manual_seed(7)
+    features = torch.randn(1, 1, 32, 8, 8, generator=generator)
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[..., :3, :3] = 1.0  # the foreground in one corner: every window away from it is background
+    model = build_model("psmnet", n_splits=2, **SMALL)  # 4 split prototypes per shot, then the windows
+    for training, window in ((True, 4), (False, 2)):
+        prototypes = model.train(training).class_prototypes(features, masks)
+        local, local_valid = prototypes.background[:, 4:], prototypes.background_valid[:, 4:]
+        pooled = torch.nn.functional.avg_pool2d(features[0], window).flatten(2).transpose(1, 2)  # (1, windows, C)
+        coverage = torch.nn.functional.avg_pool2d(1.0 - masks, window).flatten(1)
+        assert local.shape == (1, (8 // window) ** 2, 32), training
+        assert torch.allclose(local, pooled, atol=1e-6) and torch.equal(local_valid, coverage > 0.95), training
+    without = build_model("psmnet", n_splits=2, use_local_background_prototypes=False, **SMALL)
+    assert without.class_prototypes(features, masks).background.shape == (1, 4, 32)
+
+
 def test_registry_rejects_unknown_names_and_options():
     with pytest.raises(ValueError, match="alpnet"):
         build_model("unet", **SMALL)
@@ -133,7 +150,9 @@ def test_psmnet_defaults_follow_the_paper_description():
     assert defaults["n_splits"] == 3 and defaults["split_threshold"] == "adaptive"
     assert defaults["use_psm"] and defaults["use_mcam"] and defaults["score_scale"] == 20.0
     assert defaults["mcam_direction"] == "guide_to_query" and defaults["prototype_combination"] == "softmax"
-    assert not defaults["use_local_background_prototypes"]
+    # windowed background prototypes with SSL-ALPNet's train / test windows (reconstructed, docs/METHOD.md)
+    assert defaults["use_local_background_prototypes"]
+    assert (defaults["local_window"], defaults["test_local_window"], defaults["local_coverage"]) == (4, 2, 0.95)
     options_type = MODEL_REGISTRY["psmnet"].options_type
     assert {field.name for field in dataclasses.fields(options_type)} == set(defaults)
 

@@ -23,7 +23,7 @@ from conftest import TINY_IMAGE_SIZE, command_line_arguments, tiny_config
 from dataloaders.folds import fold_split
 from dataloaders.specs import get_spec
 from evaluation.metrics import FEW_SHOT_METRICS, METRICS
-from experiment.assembly import upgrade_saved_config
+from experiment.assembly import build_model_from_config, upgrade_saved_config
 from experiment.config_checks import ConfigError
 from experiment.layout import RunLayout
 from experiment.provenance import ProvenanceError
@@ -144,6 +144,19 @@ def test_a_run_saved_before_the_renamed_and_added_keys_still_resumes(demo_root, 
     with pytest.raises(ValueError, match="cannot resume.*min_superpixel_area: 1 -> 100"):
         train_script.check_resumable(upgrade_saved_config({**saved, "min_foreground_area": 1}), current,
                                      tmp_path / "last.pth")
+
+
+def test_a_psmnet_run_saved_before_its_background_windows_were_the_default_is_rebuilt_without_them(tmp_path):
+    current = run("resolved_config", {}, named_configs=("demo", "cpu", "psmnet")).result
+    saved = {key: value for key, value in current.items() if key != "empty_background_prototypes"}
+    upgraded = upgrade_saved_config(saved)
+    assert upgraded["model_options"] == {"use_local_background_prototypes": False}
+    assert not build_model_from_config(upgraded).options.use_local_background_prototypes
+    explicit = upgrade_saved_config({**saved, "model_options": {"use_local_background_prototypes": True}})
+    assert explicit["model_options"] == {"use_local_background_prototypes": True}
+    assert upgrade_saved_config(current)["model_options"] == {}  # today's config: today's defaults
+    with pytest.raises(ValueError, match="cannot resume.*model_options"):  # another model than it trained
+        train_script.check_resumable(upgraded, current, tmp_path / "last.pth")
 
 
 def test_diverging_loss_stops_training_naming_the_step(demo_root, tmp_path):
