@@ -10,7 +10,10 @@ parameters with one input channel and four classes, tests/test_models_unet.py):
   aligned) doubles the size, the skip feature is concatenated before it (skip first), then a
   `ConvBlock` without dropout. The original's `params` say `bilinear: False`, but its `Decoder`
   never passes that flag to `UpBlock`, whose default is bilinear: every SSL4MIS U-Net (and every
-  method that copies it) upsamples bilinearly, and so does this one (docs/METHOD.md);
+  method that copies it) upsamples bilinearly, and so does this one (docs/METHOD.md). KnowSAM's
+  `Model/model.py` does pass `bilinear=False` on: its U-Net upsamples with a 2x2 transposed
+  convolution to the skip's channels instead of the 1x1 convolution and bilinear upsampling
+  (`UNetOptions(upsampling="transposed")`);
 - a 3x3 convolution to the class logits.
 
 The image side must be a multiple of 16 (four poolings).
@@ -23,6 +26,7 @@ import torch
 import torch.nn as nn
 
 DOWNSAMPLING = 16  # four 2x2 poolings: image sides must be multiples of this
+UPSAMPLINGS = ("bilinear", "transposed")  # UpBlock: 1x1 conv + bilinear x2 (SSL4MIS) | 2x2 transposed conv (KnowSAM)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,14 @@ class UNetOptions:
 
     feature_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+    upsampling: str = "bilinear"  # UPSAMPLINGS: how each decoder stage doubles the size
 
     def __post_init__(self) -> None:
         if len(self.feature_channels) != 5 or len(self.dropout) != 5:
             raise ValueError(f"the U-Net has 5 stages: got {len(self.feature_channels)} feature channels and "
                              f"{len(self.dropout)} dropout rates")
+        if self.upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {self.upsampling!r}")
 
 
 class ConvBlock(nn.Module):
@@ -71,12 +78,17 @@ class DownBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """1x1 convolution, bilinear upsampling x2, concatenation with the skip feature (skip first), ConvBlock."""
+    """1x1 convolution and bilinear upsampling x2 (or one 2x2 transposed convolution), concatenation
+    with the skip feature (skip first), ConvBlock."""
 
-    def __init__(self, deep_channels: int, skip_channels: int, out_channels: int) -> None:
+    def __init__(self, deep_channels: int, skip_channels: int, out_channels: int, upsampling: str = "bilinear") -> None:
         super().__init__()
-        self.conv1x1 = nn.Conv2d(deep_channels, skip_channels, kernel_size=1)
-        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        if upsampling == "bilinear":
+            self.conv1x1 = nn.Conv2d(deep_channels, skip_channels, kernel_size=1)
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        else:  # the original's parameter names either way: conv1x1 only where it exists
+            self.conv1x1 = nn.Identity()
+            self.up = nn.ConvTranspose2d(deep_channels, skip_channels, kernel_size=2, stride=2)
         self.conv = ConvBlock(2 * skip_channels, out_channels, dropout=0.0)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -111,11 +123,11 @@ class UNetDecoder(nn.Module):
 
     def __init__(self, n_classes: int, options: UNetOptions) -> None:
         super().__init__()
-        channels = options.feature_channels
-        self.up1 = UpBlock(channels[4], channels[3], channels[3])
-        self.up2 = UpBlock(channels[3], channels[2], channels[2])
-        self.up3 = UpBlock(channels[2], channels[1], channels[1])
-        self.up4 = UpBlock(channels[1], channels[0], channels[0])
+        channels, upsampling = options.feature_channels, options.upsampling
+        self.up1 = UpBlock(channels[4], channels[3], channels[3], upsampling)
+        self.up2 = UpBlock(channels[3], channels[2], channels[2], upsampling)
+        self.up3 = UpBlock(channels[2], channels[1], channels[1], upsampling)
+        self.up4 = UpBlock(channels[1], channels[0], channels[0], upsampling)
         self.out_conv = nn.Conv2d(channels[0], n_classes, kernel_size=3, padding=1)
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
