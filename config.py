@@ -27,8 +27,8 @@ from evaluation.metrics import FEW_SHOT_METRICS, SEMI_SUPERVISED_METRICS
 from experiment.layout import RunLayout
 from experiment.semi_supervised_assembly import labelled_share_of
 from experiment.training_step import DEFAULT_EMPTY_BACKGROUND_POLICY
-from models import (FEW_SHOT, SEMI_SUPERVISED, model_track, original_optimizer, original_steps, original_training,
-                    uses_unlabelled)
+from models import (FEW_SHOT, SEMI_SUPERVISED, model_track, original_group_optimizers, original_optimizer,
+                    original_steps, original_training, uses_unlabelled)
 from models import alignment_loss_weight as recipe_alignment_weight
 from utils.distributed import launched_ranks
 
@@ -101,6 +101,7 @@ def base_config():
     # --- model -------------------------------------------------------------------------------
     model = dict(
         # few-shot: psmnet | alpnet | panet | universeg; semi-supervised: supervised | mean_teacher | scpnet | mgcc
+        # | knowsam
         # (models/__init__.py); the name decides the track (few-shot episodes or semi-supervised slices)
         name="psmnet",  # see above
         # the prototype models' ResNet encoder (encoder, output_stride, feature_channels, pretrained);
@@ -198,6 +199,9 @@ def base_config():
     # "step": decay by lr_decay every lr_decay_every steps (few-shot) | "poly": SSL4MIS's (1 - i / n_steps) ^ power
     lr_schedule = _track_value(model["name"], profile, "lr_schedule")  # see above
     poly_power = 0.9  # SSL4MIS's poly exponent
+    # per parameter group of a method, the optimiser settings (optimizer, lr, momentum, weight_decay) that
+    # differ from the run's above; the model's own (KnowSAM: SAM's Adam beside its networks' SGD); {}: the run's
+    group_optimizers = original_group_optimizers(model["name"])  # see above (experiment/optimisation.py)
     warmup_steps = 0  # linear learning-rate warm-up before the step decay (0: none, as the originals)
     lr_decay = 0.95  # multiply the learning rate by this ...
     lr_decay_every = 1000  # ... every this many steps
@@ -404,6 +408,32 @@ def mgcc():
     # int(40000 x labelled share) iterations, consistency 7 x ramp-up over 200 units of 150 iterations; the
     # original's full width (122 M parameters), narrowed to "eighth" (1.9 M) by the `cpu` profile.
     model = dict(name="mgcc")
+
+
+@ex.named_config
+def knowsam():
+    # KnowSAM as its train_semi_SAM_ACDC.py (models/knowsam.py): U-Net and V-Net co-trained with their
+    # fusion and distilled from SAM; from its registry entry 50k iterations and Adam lr 1e-4 (AdamW without
+    # weight decay, `group_optimizers`) for SAM's trained parts; the track's 12 + 12 slices of 256 px and SGD
+    # lr 0.01 (momentum 0.9, weight decay 1e-4) for the networks; both decay by (1 - i / n_steps). SAM here is
+    # NOT SAM's knowledge: no SAM checkpoint can be had on this project's machines, so its SAM is the
+    # "small" one of models/sam_builder.py (a ViT of 4 blocks 192 wide with 3 heads, SAM's prompt encoder
+    # and mask decoder, with adapters: 7.7 M parameters, and 22.3 M of prompt generators for 4 classes)
+    # from random weights, trained fully: a third co-trained network. `sam_vit_b` after it loads SAM
+    # ViT-B as the original does.
+    model = dict(name="knowsam")
+    model_options = dict(sam_size="small", sam_checkpoint=None)
+    model_label = "knowsam_small_sam"
+    poly_power = 1.0
+
+
+@ex.named_config
+def sam_vit_b():
+    # After `knowsam`: SAM ViT-B from SAM's checkpoint, as the original (sam_vit_b_01ec64.pth from
+    # facebookresearch/segment-anything, looked for in the working directory; model_options.sam_checkpoint=
+    # <path> where it lies elsewhere), frozen but for its adapters and the learnable prompts.
+    model_options = dict(sam_size="vit_b", sam_checkpoint="sam_vit_b_01ec64.pth")
+    model_label = "knowsam_vit_b"
 
 
 # --- compute profiles --------------------------------------------------------------------------

@@ -45,7 +45,9 @@ EARLIER_CONSTANTS = {"steps_per_epoch": 1000, "z_margin": 0, "optimizer": "sgd",
                      "n_support_slices": 1,
                      # keys added with the semi-supervised track, at the values every few-shot run had
                      "track": "few_shot", "lr_schedule": "step", "poly_power": 0.9, "labelled_patients": 7,
-                     "labelled_scans": 1, "schedule_clock": "iterations", "metric_rules": "ssl4mis"}
+                     "labelled_scans": 1, "schedule_clock": "iterations", "metric_rules": "ssl4mis",
+                     # added with KnowSAM's two optimisers: every earlier run trained one group with the run's
+                     "group_optimizers": {}}
 # keys added since whose earlier value was another key's: {new key: the key it equals}
 EARLIER_COPIES = {"labelled_batch_size": "batch_size"}
 # the models whose earlier runs trained on the episodes their original skips, with a background

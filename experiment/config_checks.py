@@ -24,7 +24,7 @@ from dataloaders.specs import get_spec
 from evaluation.metrics import check_metric_names
 from experiment.layout import check_run_name
 from evaluation.volume_scoring import METRIC_RULES, SCORED_SLICES
-from experiment.optimisation import LR_SCHEDULES, OPTIMIZERS
+from experiment.optimisation import GROUP_SETTINGS, LR_SCHEDULES, OPTIMIZERS
 from experiment.training_step import EMPTY_BACKGROUND_POLICIES
 from models import (SEMI_SUPERVISED, check_alignment_weight, image_size_multiple, minimum_feature_size, model_track,
                     uses_unlabelled)
@@ -167,6 +167,7 @@ def _check_semi_supervised_training(config: dict) -> None:
             raise ConfigError(f"config: {key}={config[key]!r} is out of range: expected a number >= 0")
     if not _is_number(config["lr"]) or not config["lr"] > 0:
         raise ConfigError(f"config: lr={config['lr']!r} is out of range: expected a number > 0")
+    _check_group_optimizers(config["group_optimizers"])
     name, labelled, batch = config["model"]["name"], config["labelled_batch_size"], config["batch_size"]
     if not uses_unlabelled(name) and labelled != batch:
         raise ConfigError(f"config: labelled_batch_size={labelled} of batch_size={batch} leaves {batch - labelled} "
@@ -186,6 +187,23 @@ def _check_semi_supervised_training(config: dict) -> None:
                           f"unlabelled images and generated_dir=<a folder of scripts/generate_unlabelled.py>")
     if launched_ranks().distributed:
         raise ConfigError("the semi-supervised track trains in one process; run train.py without torchrun")
+
+
+def _check_group_optimizers(groups: dict) -> None:
+    """{parameter group: {setting: value}}, settings of GROUP_SETTINGS with the run's ranges."""
+    if not isinstance(groups, dict) or not all(isinstance(settings, dict) for settings in groups.values()):
+        raise ConfigError(f"config: group_optimizers={groups!r}: expected {{group: {{setting: value}}}}")
+    for group, settings in groups.items():
+        unknown = sorted(set(settings) - set(GROUP_SETTINGS))
+        if unknown:
+            raise ConfigError(f"config: group_optimizers[{group!r}] sets {unknown}; a group may set {GROUP_SETTINGS}")
+        if settings.get("optimizer", OPTIMIZERS[0]) not in OPTIMIZERS:
+            raise ConfigError(f"config: group_optimizers[{group!r}]['optimizer']={settings['optimizer']!r}: "
+                              f"expected one of {OPTIMIZERS}")
+        for key, value in settings.items():
+            if key != "optimizer" and (not _is_number(value) or value < 0 or (key == "lr" and value == 0)):
+                raise ConfigError(f"config: group_optimizers[{group!r}][{key!r}]={value!r} is out of range: expected "
+                                  f"a number {'> 0' if key == 'lr' else '>= 0'}")
 
 
 def _check_lr_schedule(config: dict) -> None:

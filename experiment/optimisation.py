@@ -7,8 +7,10 @@ demo's `quick` schedule uses one). The semi-supervised originals (SSL4MIS) decay
 after iteration i the learning rate becomes lr x (1 - i / n_steps) ^ 0.9 (`lr_schedule="poly"`).
 
 `Optimisation` holds one optimiser and schedule per parameter group of a track
-(experiment/tracks.py): one group for every model so far; a method whose parts train with
-different optimisers (KnowSAM) returns several groups.
+(experiment/tracks.py): one group for most models; a method whose parts train with different
+optimisers (KnowSAM: SGD for its networks, Adam for SAM) returns several groups, and the config's
+`group_optimizers` gives a group the settings that differ from the run's (`optimizer`, `lr`,
+`momentum`, `weight_decay`); every group follows the run's schedule.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Iterable
 import torch
 
 OPTIMIZERS = ("sgd", "adamw")
+GROUP_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay")  # what `group_optimizers` may set per group
 LR_SCHEDULES = ("step", "poly")
 
 
@@ -58,7 +61,13 @@ class Optimisation:
     """One optimiser and learning-rate schedule per parameter group, stepped together."""
 
     def __init__(self, config: dict, parameter_groups: dict[str, Iterable[torch.nn.Parameter]]) -> None:
-        self.optimizers = {name: build_optimizer(config, parameters) for name, parameters in parameter_groups.items()}
+        settings = config["group_optimizers"]
+        unknown = sorted(set(settings) - set(parameter_groups))
+        if unknown:
+            raise ValueError(f"group_optimizers names parameter group(s) {unknown} the model does not have; its "
+                             f"groups: {sorted(parameter_groups)}")
+        self.optimizers = {name: build_optimizer({**config, **settings.get(name, {})}, parameters)
+                           for name, parameters in parameter_groups.items()}
         self.schedulers = {name: build_scheduler(config, optimizer) for name, optimizer in self.optimizers.items()}
 
     def zero_grad(self) -> None:

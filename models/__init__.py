@@ -27,6 +27,9 @@ import torch.nn as nn
 from models.alpnet import ALPNet, ALPNetOptions
 from models.base import FewShotOutput, FewShotSegmenter
 from models.encoder import ResNetEncoder
+from models.knowsam import IMAGE_SIZE_MULTIPLE as KNOWSAM_IMAGE_SIZE_MULTIPLE
+from models.knowsam import ORIGINAL_GROUP_OPTIMIZERS as KNOWSAM_GROUP_OPTIMIZERS
+from models.knowsam import KnowSAM, KnowSAMOptions
 from models.mean_teacher import MeanTeacher, MeanTeacherOptions
 from models.mgcc import MGCC, MGCCOptions, mgcc_iterations
 from models.panet import PANet, PANetOptions
@@ -111,6 +114,8 @@ class SemiSupervisedEntry:
     original_training: dict[str, float | int] = dataclasses.field(default_factory=dict)
     # the original's iterations for the labelled share of the training images (None: original_steps, any share)
     steps_for_labelled_share: Callable[[float], int] | None = None
+    # {parameter group: its optimiser settings otherwise than the run's} (config.py's group_optimizers)
+    original_group_optimizers: dict[str, dict[str, float | str]] = dataclasses.field(default_factory=dict)
 
 
 SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
@@ -124,6 +129,12 @@ SEMI_SUPERVISED_REGISTRY: dict[str, SemiSupervisedEntry] = {
     # MGCC train.py: batch 4 + 4, SGD lr 0.01 poly; max_iterations = int(40000 x semi_percent)
     "mgcc": SemiSupervisedEntry(MGCCOptions, MGCC, original_steps=mgcc_iterations(1.0),
                                 original_training=dict(batch_size=8), steps_for_labelled_share=mgcc_iterations),
+    # KnowSAM train_semi_SAM_ACDC.py: --max_iterations 50000, batch 12 + 12, SGD lr 0.01 for the
+    # networks, Adam lr 1e-4 for SAM's trained parts (the poly power 1: config.py's `knowsam`); image
+    # sides of multiples of 64 px: SAM's 16 px patches, then its prompt generators' two 2x2 poolings
+    "knowsam": SemiSupervisedEntry(KnowSAMOptions, KnowSAM, original_steps=50_000,
+                                   image_size_multiple=KNOWSAM_IMAGE_SIZE_MULTIPLE,
+                                   original_group_optimizers=KNOWSAM_GROUP_OPTIMIZERS),
 }
 
 
@@ -162,6 +173,12 @@ def original_training(name: str) -> dict[str, float | int]:
     """The values model `name`'s original script sets otherwise than its track's defaults (config.py
     TRACK_DEFAULTS keys, e.g. SCP-Net's {"sgd_lr": 0.1, "validate_every": 100}); empty for most."""
     return dict(getattr(_lookup(name), "original_training", {}))
+
+
+def original_group_optimizers(name: str) -> dict[str, dict[str, float | str]]:
+    """{parameter group: optimiser settings} that model `name`'s original sets otherwise than for its
+    other parameters (KnowSAM: Adam for SAM beside SGD for its networks); empty for most."""
+    return {group: dict(settings) for group, settings in getattr(_lookup(name), "original_group_optimizers", {}).items()}
 
 
 def original_optimizer(name: str) -> str:
@@ -240,4 +257,4 @@ def build_semi_supervised_method(name: str, in_channels: int, n_classes: int, **
 __all__ = ["FEW_SHOT", "LOSS_RECIPES", "MODEL_REGISTRY", "SEMI_SUPERVISED", "SEMI_SUPERVISED_REGISTRY", "FewShotOutput",
            "alignment_loss_weight", "build_model", "build_semi_supervised_method", "model_track", "uses_unlabelled",
            "check_alignment_weight", "image_size_multiple", "minimum_feature_size", "model_options",
-           "original_steps", "original_training"]
+           "original_group_optimizers", "original_steps", "original_training"]
