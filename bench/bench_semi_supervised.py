@@ -41,6 +41,9 @@ VARIANTS = {
     "mean_teacher 128 px, 12+12": (["acdc", "mean_teacher", "cpu"], {"batch_size": 24}),
     "mean_teacher 128 px, 4+4 (cpu)": (["acdc", "mean_teacher", "cpu"], {}),
     "supervised 128 px, 8 (cpu)": (["acdc", "supervised", "cpu"], {}),
+    # the iteration above reads 33 333 on KnowSAM's scaled clock: past its patch exchange's start (12 000), the
+    # dearer three quarters of its cpu-profile steps
+    "knowsam 128 px, 4+4 (cpu, small SAM)": (["acdc", "knowsam", "cpu"], {}),
 }
 
 
