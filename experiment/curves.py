@@ -81,7 +81,7 @@ def fold_curves(row: str, folds: Collection[int] | None = None) -> dict[int, tup
                 continue
             for tag, values in read_scalars(run.tensorboard).items():
                 for step, value in values.items():
-                    if tag.startswith(VALIDATION_DICE_PREFIX):
+                    if tag.startswith(VALIDATION_DICE_PREFIX) and tag != BEST_VALIDATION_TAG:
                         organ_dice[fold][step].append(value)
                     elif tag == TOTAL_LOSS_TAG:
                         losses[fold][step].append(value)

@@ -278,6 +278,15 @@ def test_curve_tables_average_organs_then_folds_and_loss_windows(tmp_path):
     assert "| X_psmnet | 2 | 0.625 ± 0.125 | 0.375 ± 0.125 |" in loss_table
 
 
+def test_curves_of_a_semi_supervised_run_leave_out_its_best_so_far(tmp_path):
+    # train.py logs validation_dice/best_mean beside the classes: 0.6 is the best of step 10, kept at step 20
+    write_curve(tmp_path / "ACDC_mean_teacher_labelled3_fold0",
+                {10: {"RV": 0.3, "Myo": 0.6, "LV": 0.9, "best_mean": 0.6},
+                 20: {"RV": 0.1, "Myo": 0.2, "LV": 0.3, "best_mean": 0.6}}, {10: 1.0, 20: 0.5})
+    dice_table = curve_tables([str(tmp_path / "ACDC_mean_teacher_labelled3")]).split("Training loss")[0]
+    assert "| ACDC_mean_teacher_labelled3 | 1 | 60.00 ± 0.00 | 20.00 ± 0.00 |" in dice_table
+
+
 def test_setting2_curves_pool_organ_groups_only_over_steps_every_group_logged(tmp_path):
     write_curve(tmp_path / "X_group0_psmnet_fold0", {10: {"liver": 0.2, "spleen": 0.4}, 20: {"liver": 0.6, "spleen": 0.8}},
                 {10: 1.0, 20: 0.5})
