@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from experiment.config_checks import ConfigError
-from experiment.layout import RunLayout
+from experiment.layout import BEST_CHECKPOINT_NAME, RunLayout
 from models import SEMI_SUPERVISED
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ def check_fold_row(row: str, evaluations: Sequence[FoldEvaluation]) -> None:
     """Refuse a table row whose evaluations are not one model trained with one config, folds apart.
 
     Prefixes joined by '+' (Setting 2: one run per organ group) may differ in `label_group` too.
-    Evaluations with different `evaluation_options` (n_parts, z_margin, ..., the data) are refused.
+    Evaluations with different `evaluation_options` (n_parts, z_margin, ..., the data) are refused, as
+    are checkpoints of different steps unless each was selected by validation (best.pth).
     Summaries written before evaluations recorded their training config, or their evaluation
     options, are accepted with a warning.
     """
@@ -212,10 +213,17 @@ def check_fold_row(row: str, evaluations: Sequence[FoldEvaluation]) -> None:
                 f"{row}: {first.path} and {other.path} were trained with different {key} "
                 f"({first_config.get(key)!r} vs {other_config.get(key)!r}; all differing keys: {differing}); one row "
                 f"holds one model trained with one config, folds apart")
-        if first.summary["step"] != other.summary["step"]:
+        if first.summary["step"] != other.summary["step"] and not (_selected_by_validation(first)
+                                                                     and _selected_by_validation(other)):
             raise ProvenanceError(f"{row}: {first.path} and {other.path} evaluate checkpoints of different training "
                                   f"steps ({first.summary['step']} vs {other.summary['step']})")
     _check_same_evaluation_options(row, evaluations)
+
+
+def _selected_by_validation(evaluation: FoldEvaluation) -> bool:
+    """Whether the evaluation scored a best-validation checkpoint (the semi-supervised track's model
+    selection), whose step is each fold's own and differs between folds trained alike."""
+    return Path(evaluation.summary.get("checkpoint", "")).name == BEST_CHECKPOINT_NAME
 
 
 def _check_same_evaluation_options(row: str, evaluations: Sequence[FoldEvaluation]) -> None:

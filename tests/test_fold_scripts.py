@@ -25,12 +25,13 @@ CHAOST2_LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: int = 100,
                   organ_hd95: dict[str, tuple[float, int]] | None = None, training: dict | None = None,
                   mismatch: dict | None = None, folder_suffix: str = "", options: dict | None = None,
-                  distance_unit: str | None = None) -> Path:
+                  distance_unit: str | None = None, checkpoint: str | None = None) -> Path:
     """A summary.json as test.py writes it; organ_hd95: {organ: (HD95 mean, scans without HD95)};
     training: the checkpoint's training config (None: a summary written before provenance was recorded);
     folder_suffix: after evaluation_fold<k> (e.g. _support4); options: its evaluation options (None: a
     summary written before they were recorded); distance_unit: as the semi-supervised track records it
-    (None: not recorded, as the few-shot track's summaries, whose distances are in mm)."""
+    (None: not recorded, as the few-shot track's summaries, whose distances are in mm); checkpoint: the
+    path of the checkpoint it scored (None: not recorded)."""
     folder = run_dir / f"evaluation_fold{fold}{folder_suffix}"
     organs = {organ: {"label": CHAOST2_LABELS[organ], "dice": dice, "scans": {}} for organ, dice in organ_dice.items()}
     for organ, (hd95, undefined) in (organ_hd95 or {}).items():
@@ -44,6 +45,8 @@ def write_summary(run_dir: Path, fold: int, organ_dice: dict[str, float], step: 
         summary["evaluation_options"] = options
     if distance_unit is not None:
         summary["distance_unit"] = distance_unit
+    if checkpoint is not None:
+        summary["checkpoint"] = checkpoint
     write_json(summary, folder / "summary.json")
     return folder
 
@@ -187,6 +190,16 @@ def test_a_row_mixing_models_or_training_configs_is_refused_naming_the_key(tmp_p
     write_summary(tmp_path / "X_setting1_psmnet_fold1", 1, {"liver": 0.6}, training=training_config(**changes))
     with pytest.raises(SystemExit, match=rf"trained with different {key} \("):
         summary_table([str(tmp_path / "X_setting1_psmnet")])
+
+
+def test_folds_may_differ_in_step_only_where_each_checkpoint_was_selected_by_validation(tmp_path):
+    for name, checkpoint in (("X_psmnet", "last.pth"), ("Y_mean_teacher", "best.pth")):
+        for fold, step in ((0, 1000), (1, 2000)):
+            write_summary(tmp_path / f"{name}_fold{fold}", fold, {"liver": 0.5 + fold / 10}, step=step,
+                          training=training_config(), checkpoint=f"{name}_fold{fold}/checkpoints/{checkpoint}")
+    with pytest.raises(SystemExit, match=r"checkpoints of different training steps \(1000 vs 2000\)"):
+        summary_table([str(tmp_path / "X_psmnet")])
+    assert summary_table([str(tmp_path / "Y_mean_teacher")]).splitlines()[2].startswith("| Y_mean_teacher | 2 | 55.00")
 
 
 def test_a_row_refuses_a_fold_evaluated_against_its_training_config_or_trained_on_another_fold(tmp_path):
