@@ -61,9 +61,12 @@ TRACK_DEFAULTS = {
                           validate_every=200, checkpoint_every=1000, metrics=SEMI_SUPERVISED_METRICS),
 }
 # The `cpu` profile's schedule per track. Few-shot: from the CHAOST2 learning curves (the `cpu`
-# named config says which). Semi-supervised: NOT yet chosen from measured curves (docs/results/semi_supervised.md): 128 x 128 patches (a quarter of the FLOPs), a third of SSL4MIS's
-# batch, 3000 steps, and the methods' iteration-dependent schedules on a clock scaled to the
-# original's 30k iterations (`schedule_clock`, docs/METHOD.md), until the measurements replace them.
+# named config says which). Semi-supervised: 128 x 128 patches (a quarter of the FLOPs), a third of
+# SSL4MIS's batch, 3000 steps, and the methods' iteration-dependent schedules on a clock scaled to the
+# original's 30k iterations (`schedule_clock`, docs/METHOD.md); kept after the ACDC curves
+# (docs/results/semi_supervised.md): with 3 labelled patients the lower bound and Mean Teacher are
+# flat from step 1800, 7 patients' rise by under 2 points after it; SCP-Net and the 70-patient upper
+# bound still rise at step 3000, so for them the profile is a floor, not a plateau.
 CPU_PROFILE = {
     FEW_SHOT: dict(image_size=128, n_steps=3000, checkpoint_every=250, validate_every=500, batch_size=1,
                    sgd_lr=1e-2),
