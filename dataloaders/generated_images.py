@@ -46,6 +46,12 @@ def write_generated_image(folder: Path, image_format: str, index: int, image: np
     return path
 
 
+def read_generated_image(folder: Path, image_format: str, index: int) -> np.ndarray:
+    """The `index`-th generated image of `folder`: (H, W) in [0, 1]."""
+    path = image_file(folder, image_format, index)
+    return read_image(path) if image_format == PNG_FORMAT else read_slice_image(path)
+
+
 def write_record(folder: Path, record: dict) -> None:
     write_json(record, folder / RECORD_FILE)
 
@@ -63,7 +69,7 @@ def read_generated(folder: Path, n_classes: int) -> SliceSet:
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise DataError(f"{record_path} records {record['n_images']} images, {len(missing)} are missing, e.g. {missing[0]}")
-    images = [read_image(path) if image_format == PNG_FORMAT else read_slice_image(path) for path in paths]
+    images = [read_generated_image(folder, image_format, index) for index in range(record["n_images"])]
     return SliceSet(tuple(path.stem for path in paths), tuple(images), None, n_classes)
 
 

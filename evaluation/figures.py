@@ -9,6 +9,8 @@
   of every fold (the per-scan Dice of the evaluation summaries);
 - `plot_overlays`: one row per chosen query slice: support slice with its mask, query slice,
   prediction, ground truth (masks tinted on the grey image).
+- `plot_image_rows`: rows of grey images in [0, 1] on one fixed intensity scale, one labelled row
+  per source (real training images beside generated ones, scripts/generate_unlabelled.py).
 
 Sizes are in inches at `DPI` dots per inch, chosen so that every file stays well under 300 KB.
 matplotlib runs with its non-interactive Agg backend: nothing opens a window.
@@ -170,4 +172,21 @@ def plot_overlays(rows: Sequence[OverlayRow], path: Path) -> Path:
         row_axes[0].set_ylabel(row.title, fontsize="small")
     for axis, title in zip(axes[0], OVERLAY_COLUMNS):
         axis.set_title(title, fontsize="small")
+    return _save(figure, path)
+
+
+def plot_image_rows(rows: Mapping[str, Sequence[np.ndarray]], path: Path) -> Path:
+    """One row of (H, W) images in [0, 1] per entry of `rows`, its key as the row's label; every
+    image on the same grey scale (0 black, 1 white), so that intensities compare across rows."""
+    n_columns = max(len(images) for images in rows.values())
+    figure, axes = plt.subplots(len(rows), n_columns, squeeze=False, layout="constrained",
+                                figsize=(OVERLAY_CELL * n_columns, OVERLAY_CELL * len(rows)))
+    for row_axes, (label, images) in zip(axes, rows.items()):
+        for axis in row_axes:
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_frame_on(False)
+        for axis, image in zip(row_axes, images):
+            axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        row_axes[0].set_ylabel(label, fontsize="small")
     return _save(figure, path)

@@ -10,7 +10,8 @@ its split, whose training images (labelled and unlabelled pool; `--training-imag
 the labelled ones only) the generator learns. Training is resumable: `<out>/generator/checkpoint.pth`
 is written every --checkpoint-every steps and at the end of each stage, and a later call continues
 from it (a checkpoint of other sizes or data is refused); once both stages are done a call only
-samples. Losses go to tensorboard (`<out>/generator/tensorboard`), progress to a tqdm bar.
+samples. Losses go to tensorboard (`<out>/generator/tensorboard`), progress to a tqdm bar;
+`<out>/real_vs_generated.png` shows training images above generated ones (--figure-images each).
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
 from config import composed_config, parse_command_line  # noqa: E402
-from dataloaders.generated_images import H5_FORMAT, PNG_FORMAT, write_generated_image, write_record  # noqa: E402
+from dataloaders.generated_images import (H5_FORMAT, PNG_FORMAT, read_generated_image, write_generated_image,  # noqa: E402
+                                          write_record)
 from dataloaders.image_datasets import is_image_dataset  # noqa: E402
+from evaluation.figures import plot_image_rows  # noqa: E402
 from experiment.semi_supervised_assembly import semi_supervised_data  # noqa: E402
 from models.latent_diffusion import SAMPLING_STEPS, LatentDiffusion, LatentDiffusionOptions  # noqa: E402
 from utils.checkpoint import (FILE_SHA256_KEY, CheckpointError, load_checkpoint, restore_rng_states,  # noqa: E402
@@ -36,6 +39,7 @@ from utils.checkpoint import (FILE_SHA256_KEY, CheckpointError, load_checkpoint,
 from utils.seeding import derive_seed, make_generator, seed_everything  # noqa: E402
 
 CHECKPOINT = Path("generator") / "checkpoint.pth"
+FIGURE = Path("real_vs_generated.png")  # training images beside the first generated ones
 TENSORBOARD = Path("generator") / "tensorboard"
 VAE_STAGE, DIFFUSION_STAGE = "vae", "diffusion"
 LEARNING_RATE = 1e-4  # Medfusion: Adam (VAE) and AdamW (diffusion UNet), lr 1e-4
@@ -63,11 +67,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="training batches and sampling noise")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--figure-images", type=int, default=6,
+                        help="real and generated images per row of <out>/real_vs_generated.png")
     parser.add_argument("config", nargs=argparse.REMAINDER, help="-- train.py's named configs and key=value")
     args = parser.parse_args(argv)
     args.config = [argument for argument in args.config if argument != "--"]
     for key in ("n_images", "image_size", "vae_batch", "diffusion_batch", "sampling_steps", "sample_batch",
-                "checkpoint_every", "log_every"):
+                "checkpoint_every", "log_every", "figure_images"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
     return args
@@ -174,6 +180,15 @@ def write_images(args: argparse.Namespace, model: LatentDiffusion, state: dict, 
         "generator": state["config"], "perceptual_loss": PERCEPTUAL_LOSS_NOTE, **source})
 
 
+def write_figure(args: argparse.Namespace, images: torch.Tensor, image_format: str, source: dict) -> None:
+    """<out>/real_vs_generated.png: --figure-images training images (drawn by --seed), as the
+    generator saw them, above as many of the images just written, as the files hold them."""
+    count = min(args.figure_images, len(images), args.n_images)
+    real = images[torch.randperm(len(images), generator=make_generator(args.seed))[:count], 0].numpy()
+    generated = [read_generated_image(args.out, image_format, index) for index in range(count)]
+    plot_image_rows({f"real ({source['dataset']})": list(real), "generated": generated}, args.out / FIGURE)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     named_configs, updates = parse_command_line(args.config)
@@ -186,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                    "vae_batch": args.vae_batch, "diffusion_batch": args.diffusion_batch, "seed": args.seed, **source}
     args.out.mkdir(parents=True, exist_ok=True)
     state = train(args, model, images, description)
-    write_images(args, model, state, PNG_FORMAT if is_image_dataset(config["dataset"]) else H5_FORMAT, source)
+    image_format = PNG_FORMAT if is_image_dataset(config["dataset"]) else H5_FORMAT
+    write_images(args, model, state, image_format, source)
+    write_figure(args, images, image_format, source)
     print(f"{args.n_images} images written to {args.out}")
     return 0
 

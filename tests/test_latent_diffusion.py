@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 
 from dataloaders.generated_images import read_generated
+from evaluation.figures import DPI, OVERLAY_CELL
 from models.latent_diffusion import LatentDiffusion, LatentDiffusionOptions
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.io import file_sha256, read_json
@@ -57,6 +59,8 @@ def test_generate_unlabelled_writes_images_with_their_record_resumes_and_refuses
     first = generated.image(0)
     assert len(generated) == 3 and first.shape == (SIZE, SIZE) and 0.0 <= first.min() and first.max() <= 1.0
     assert list((out / "generator" / "tensorboard").iterdir())
+    figure = plt.imread(out / "real_vs_generated.png")  # 2 rows (real, generated) x 3 images of 2 inches
+    assert figure.shape[:2] == (2 * OVERLAY_CELL * DPI, 3 * OVERLAY_CELL * DPI)
     assert generate_unlabelled.main(arguments) == 0  # trained already: samples again, the same images
     assert np.array_equal(read_generated(out, n_classes=2).image(0), first)
     with pytest.raises(CheckpointError, match="another --out"):  # other sizes: refused, not overwritten
