@@ -182,6 +182,9 @@ def base_config():
     # the slices a class is scored on: "volume" (every slice, as SSL4MIS) | "organ_extent" (its first to last
     # ground-truth slice, the few-shot protocol's block; with metric_rules="project" scored as the few-shot track)
     scored_slices = "volume"  # see above
+    # test.py, semi-supervised: "none" (the argmax, as SSL4MIS) | "largest_component" (each class keeps its largest
+    # 3D connected component; evaluation/volume_scoring.py)
+    postprocessing = "none"  # see above
 
     # --- optimisation --------------------------------------------------------------------------
     # training steps; the model's own (PSMnet 50k, SSL-ALPNet 100k, SSL4MIS 30k) or the profile's

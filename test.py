@@ -121,13 +121,14 @@ def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout
     volumes = data.evaluation_volumes(data.test_ids)
     evaluation = evaluate_volumes(trained.model, volumes, data.classes, trained.config["image_size"], device,
                                   precision, config["eval_batch_size"], config["metrics"], config["metric_rules"],
-                                  config["scored_slices"], progress=lambda items: tqdm(items, desc="test volumes"))
+                                  config["scored_slices"], progress=lambda items: tqdm(items, desc="test volumes"),
+                                  postprocessing=config["postprocessing"])
     skipped = classes_absent(volumes, data.classes) if config["scored_slices"] == "organ_extent" else None
     provenance = evaluation_provenance(trained.checkpoint, trained.step, trained.config, config, mismatches,
                                        checkpoint_sha256=trained.checkpoint_sha256, options=options,
                                        data=fingerprint)
     summary = {**summarize(evaluation, provenance, skipped), "metric_rules": config["metric_rules"],
-               "scored_slices": config["scored_slices"],
+               "scored_slices": config["scored_slices"], "postprocessing": config["postprocessing"],
                DISTANCE_UNIT_KEY: volumes[0].distance_unit, "empty_predictions": empty_prediction_counts(evaluation),
                "labelled": labelled_count(trained.config)}
     split = "" if data.name == ACDC_NAME else f"fold {config['eval_fold']} "
@@ -135,7 +136,7 @@ def test_semi_supervised(trained, config: dict, mismatches: dict, run: RunLayout
     title = (f"{data.name} {split}test set ({len(volumes)} volumes), {summary['model_label']} with "
              f"{summary['labelled']} labelled {unit}, step {trained.step}; distances in "
              f"{summary[DISTANCE_UNIT_KEY]}, empty predictions scored by the {config['metric_rules']} rules, "
-             f"scored on the {config['scored_slices'].replace('_', ' ')}")
+             f"scored on the {config['scored_slices'].replace('_', ' ')}, post-processing {config['postprocessing']}")
     table = format_score_table(evaluation, per_scan=False, distance_unit=summary[DISTANCE_UNIT_KEY])
     print("\n" + "\n".join(filter(None, [title, table, skipped_scans_note(summary)])) + "\n")
     output_dir = run.evaluation(config["eval_fold"], trained.checkpoint, protocol_checkpoint=BEST_CHECKPOINT_NAME,

@@ -18,12 +18,18 @@ protocol's block, docs/PROTOCOL.md "Test-time episodes": the slices from the cla
 last ground-truth slice, margin 0; a volume without the class has no such block and is skipped for
 it, never scored). "organ_extent" with the "project" rules scores a semi-supervised model exactly as
 the few-shot evaluation scores its query scans, which is how the two tracks are compared.
+
+Post-processing (`postprocessing`): "none" (SSL4MIS: the argmax as it is) or "largest_component"
+(each class of the label map reduced to its largest face-connected 3D component, the rest set to
+background; a common step in medical segmentation that SSL4MIS does not take). Applied to the
+whole volume before the slices are chosen; validation during training never post-processes.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from scipy import ndimage
 import torch
 
 from dataloaders.semi_supervised_data import EvaluationVolume
@@ -36,6 +42,9 @@ from utils.runtime import autocast, evaluation_mode
 
 METRIC_RULES = ("ssl4mis", "project")
 SCORED_SLICES = ("volume", "organ_extent")
+NO_POSTPROCESSING, LARGEST_COMPONENT = "none", "largest_component"
+POSTPROCESSING = (NO_POSTPROCESSING, LARGEST_COMPONENT)
+BACKGROUND_LABEL = 0
 SSL4MIS_EMPTY_PREDICTION_SCORE = 0.0  # val_2D.calculate_metric_percase: `return 0, 0` when pred.sum() == 0
 
 
@@ -56,6 +65,18 @@ def segment_volume(model: torch.nn.Module, image: np.ndarray, patch_size: int, d
         for offset, label_map in enumerate(labels):
             prediction[start + offset] = resize_nearest(label_map, height, width)
     return prediction
+
+
+def keep_largest_components(prediction: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """(Z, H, W) label map -> a copy in which each class of `classes` keeps only its largest
+    face-connected 3D component (the first of equal ones); its other components become background."""
+    kept = prediction.copy()
+    for label in classes:
+        components, count = ndimage.label(prediction == label)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]  # voxels per component 1..count
+            kept[(components > 0) & (components != 1 + int(sizes.argmax()))] = BACKGROUND_LABEL
+    return kept
 
 
 def class_extent(truth: np.ndarray) -> slice | None:
@@ -100,14 +121,19 @@ def classes_absent(volumes: Iterable[EvaluationVolume], classes: dict[int, str])
 def evaluate_volumes(model: torch.nn.Module, volumes: Iterable[EvaluationVolume], classes: dict[int, str],
                      patch_size: int, device: torch.device, precision: str, batch_size: int,
                      metric_names: Sequence[str], metric_rules: str, scored_slices: str = "volume",
-                     progress: Callable[[Iterable], Iterable] | None = None) -> Evaluation:
-    """Segment and score every volume; predictions keyed (class label, case id) as (Z, H, W) bool.
-    The model runs in eval mode and is left in the mode it was in."""
+                     progress: Callable[[Iterable], Iterable] | None = None,
+                     postprocessing: str = NO_POSTPROCESSING) -> Evaluation:
+    """Segment, post-process and score every volume; predictions keyed (class label, case id) as
+    (Z, H, W) bool, post-processed. The model runs in eval mode and is left in the mode it was in."""
     metric_names = check_metric_names(metric_names)
+    if postprocessing not in POSTPROCESSING:
+        raise ValueError(f"postprocessing must be one of {POSTPROCESSING}, got {postprocessing!r}")
     scores, predictions = [], {}
     with evaluation_mode(model):
         for volume in progress(volumes) if progress else volumes:
             prediction = segment_volume(model, volume.image, patch_size, device, precision, batch_size)
+            if postprocessing == LARGEST_COMPONENT:
+                prediction = keep_largest_components(prediction, classes)
             scores += score_volume(prediction, volume, classes, metric_names, metric_rules, scored_slices)
             for label in classes:
                 predictions[(label, volume.case_id)] = torch.from_numpy(prediction == label)

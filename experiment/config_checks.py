@@ -23,7 +23,7 @@ from dataloaders.semi_supervised_data import ALL_LABELLED, semi_supervised_fold
 from dataloaders.specs import get_spec
 from evaluation.metrics import check_metric_names
 from experiment.layout import check_run_name
-from evaluation.volume_scoring import METRIC_RULES, SCORED_SLICES
+from evaluation.volume_scoring import METRIC_RULES, NO_POSTPROCESSING, POSTPROCESSING, SCORED_SLICES
 from experiment.optimisation import GROUP_SETTINGS, LR_SCHEDULES, OPTIMIZERS
 from experiment.training_step import EMPTY_BACKGROUND_POLICIES
 from models import (SEMI_SUPERVISED, check_alignment_weight, image_size_multiple, minimum_feature_size, model_track,
@@ -72,6 +72,9 @@ def check_evaluation_config(config: dict) -> None:
     tested_labels(spec, config["setting"], config["label_group"])
     check_precision(config["precision"])
     check_metric_names(config["metrics"])
+    if config["postprocessing"] != NO_POSTPROCESSING:
+        raise ConfigError(f"config: postprocessing={config['postprocessing']!r} applies to the semi-supervised "
+                          f"track's test; the few-shot track scores its episodes' predictions as they are")
 
 
 def check_run_name_config(config: dict) -> None:
@@ -122,6 +125,7 @@ def _check_semi_supervised_evaluation(config: dict) -> None:
     _check_counts(config, {"eval_batch_size": 1, "n_validation_scans": 1})
     _check_choice(config, "metric_rules", METRIC_RULES)
     _check_choice(config, "scored_slices", SCORED_SLICES)
+    _check_choice(config, "postprocessing", POSTPROCESSING)
     check_precision(config["precision"])
     check_metric_names(config["metrics"])
     if config["dataset"] == ACDC_NAME:

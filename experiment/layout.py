@@ -50,7 +50,8 @@ PROTOCOL_SUPPORT_SLICES = 1  # the protocol's support: its evaluations carry no 
 # the evaluation options that, away from the protocol's values, name an evaluation folder of their
 # own (experiment/provenance.py `protocol_departures`), in the order of the folder name
 EVALUATION_SUFFIXES = {"n_parts": "_nparts", "z_margin": "_zmargin", "support_choice": "_choice",
-                       "metric_rules": "_rules", "scored_slices": "_slices", "data_sha256": "_data"}
+                       "metric_rules": "_rules", "scored_slices": "_slices",
+                       "postprocessing": "_post", "data_sha256": "_data"}
 FOLD_SUFFIX = re.compile(r"_fold(\d+)$")
 FAILED_STATUS = "FAILED"  # the status in Sacred's run.json of a call that raised
 TRAIN_COMMAND = "train"  # Sacred's command name of train.py's calls

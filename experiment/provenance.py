@@ -7,7 +7,7 @@
   `allow_config_mismatch=True`, which is then recorded;
 - `evaluation_options`, `protocol_departures`: every option that changes what is scored (the
   few-shot test episodes' n_parts, z_margin, support_choice, n_support_slices; the semi-supervised
-  metric_rules and scored_slices; the evaluated data's fingerprint), and those away from the protocol's values, which
+  metric_rules, scored_slices and postprocessing; the evaluated data's fingerprint), and those away from the protocol's values, which
   name an evaluation folder of its own (`RunLayout.evaluation`) instead of the protocol's;
 - `evaluation_provenance`: what summary.json records of the checkpoint (path, SHA-256, step,
   model, training config) and of the evaluation (dataset, fold, setting, label group, overrides,
@@ -36,6 +36,9 @@ BOOKKEEPING_KEYS = frozenset({
     "resume", "num_workers", "log_every", "checkpoint_every", "validate_every", "device", "eval_batch_size",
     "checkpoint", "save_predictions", "save_overlays", "metrics", "data_root", "derived_root", "runs_root",
     "run_name", "allow_config_mismatch", "n_support_slices",
+    # what test.py scores, which training never reads (semi-supervised validation applies neither: it
+    # scores every slice, as SSL4MIS; configs of earlier versions lack them)
+    "scored_slices", "postprocessing",
     # names the run folder and its table row; training never reads it (a run extended to more steps
     # resumes under a new label, scripts/extend_runs.py)
     "model_label",
@@ -54,11 +57,14 @@ DATA_KEY = "data"  # summary.json: the evaluated data's fingerprint (experiment/
 DATA_SHA256_KEY = "data_sha256"  # evaluation option: the evaluated data's content digest
 # the config keys that change what an evaluation scores, per track (docs/PROTOCOL.md)
 FEW_SHOT_EVALUATION_KEYS = ("n_parts", "z_margin", "support_choice", "n_support_slices")
-SEMI_SUPERVISED_EVALUATION_KEYS = ("metric_rules", "scored_slices")
+SEMI_SUPERVISED_EVALUATION_KEYS = ("metric_rules", "scored_slices", "postprocessing")
 # the protocol's values of the evaluation options that do not follow the training config
 # (support_choice and the data do: the protocol evaluates as the checkpoint was trained);
 # n_support_slices is named by the folder's _support<N> and read by the support-size tables
-PROTOCOL_EVALUATION = {"n_parts": 3, "z_margin": 0, "metric_rules": "ssl4mis", "scored_slices": "volume"}
+PROTOCOL_EVALUATION = {"n_parts": 3, "z_margin": 0, "metric_rules": "ssl4mis", "scored_slices": "volume",
+                       "postprocessing": "none"}
+# evaluation options recorded since, at the value every evaluation written before them had
+EARLIER_EVALUATION_OPTIONS = {"postprocessing": "none"}
 DATA_SUFFIX_DIGITS = 12  # of the data's digest, in the folder name of an evaluation on other data
 
 
@@ -130,9 +136,9 @@ def evaluation_options(evaluated: dict, data: dict | None) -> dict:
 
 def protocol_departures(options: dict, trained: dict, trained_data: dict | None) -> dict:
     """{option: value} of the `options` that differ from the protocol's, as `RunLayout.evaluation`
-    names them: n_parts 3, z_margin 0, metric_rules "ssl4mis", scored_slices "volume", support_choice
-    as trained, the data as trained (`trained_data`: the checkpoint's fingerprint). What a checkpoint of an earlier
-    version does not record (its data's fingerprint, its support_choice) counts as the same."""
+    names them: n_parts 3, z_margin 0, metric_rules "ssl4mis", scored_slices "volume", postprocessing
+    "none", support_choice as trained, the data as trained (`trained_data`: the checkpoint's fingerprint).
+    What a checkpoint of an earlier version does not record (its data's fingerprint, its support_choice) counts as the same."""
     protocol = {**PROTOCOL_EVALUATION, "support_choice": trained.get("support_choice", options.get("support_choice")),
                 DATA_SHA256_KEY: trained_data["sha256"] if trained_data else options.get(DATA_SHA256_KEY)}
     departures = {key: value for key, value in options.items() if key in protocol and value != protocol[key]}
@@ -233,7 +239,8 @@ def _check_same_evaluation_options(row: str, evaluations: Sequence[FoldEvaluatio
                            "data, ...); not checked against the rest of row %s", evaluation.path, row)
     recorded = [evaluation for evaluation in evaluations if EVALUATION_OPTIONS_KEY in evaluation.summary]
     for first, other in zip(recorded, recorded[1:]):
-        first_options, other_options = first.summary[EVALUATION_OPTIONS_KEY], other.summary[EVALUATION_OPTIONS_KEY]
+        first_options, other_options = ({**EARLIER_EVALUATION_OPTIONS, **evaluation.summary[EVALUATION_OPTIONS_KEY]}
+                                        for evaluation in (first, other))
         differing = sorted(key for key in first_options.keys() | other_options.keys()
                            if first_options.get(key) != other_options.get(key))
         if differing:

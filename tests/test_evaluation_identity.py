@@ -132,7 +132,7 @@ def test_semi_supervised_runs_refuse_other_data_on_resume_and_keep_other_metric_
     summary = read_json(folder / "evaluation_fold0" / "summary.json")
     acdc_sha256 = data_fingerprint({"dataset": "ACDC", "data_root": config["data_root"], "derived_root": None})["sha256"]
     assert summary["evaluation_options"] == {"metric_rules": "ssl4mis", "scored_slices": "volume",
-                                             "data_sha256": acdc_sha256}
+                                             "postprocessing": "none", "data_sha256": acdc_sha256}
     run("test", {**config, "metric_rules": "project"}, named)
     assert read_json(folder / "evaluation_fold0_rulesproject" / "summary.json")["evaluation_options"][
         "metric_rules"] == "project"

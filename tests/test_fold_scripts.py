@@ -227,6 +227,17 @@ def test_a_row_mixing_evaluation_options_or_data_is_refused_naming_the_key(tmp_p
         summary_table([str(tmp_path / "X_psmnet")])
 
 
+def test_a_fold_evaluated_before_postprocessing_was_recorded_joins_a_row_without_it_but_not_one_with_it(tmp_path):
+    for name, postprocessing in (("X_mean_teacher", "none"), ("Y_mean_teacher", "largest_component")):
+        write_summary(tmp_path / f"{name}_fold0", 0, {"liver": 0.8}, training=training_config(),
+                      options=PROTOCOL_OPTIONS)
+        write_summary(tmp_path / f"{name}_fold1", 1, {"liver": 0.6}, training=training_config(),
+                      options={**PROTOCOL_OPTIONS, "postprocessing": postprocessing})
+    assert summary_table([str(tmp_path / "X_mean_teacher")]).splitlines()[2].startswith("| X_mean_teacher | 2 | 70.00")
+    with pytest.raises(SystemExit, match=r"evaluated with different postprocessing \('none' vs 'largest_component'"):
+        summary_table([str(tmp_path / "Y_mean_teacher")])
+
+
 def test_a_row_with_a_summary_written_before_evaluation_options_is_tabulated_with_a_warning(tmp_path, caplog):
     write_summary(tmp_path / "X_psmnet_fold0", 0, {"liver": 0.8}, training=training_config(), options=PROTOCOL_OPTIONS)
     write_summary(tmp_path / "X_psmnet_fold1", 1, {"liver": 0.6}, training=training_config())

@@ -18,7 +18,7 @@ from dataloaders.acdc import PATIENTS_TO_SLICES, labelled_slice_count
 from dataloaders.semi_supervised_data import EvaluationVolume, acdc_data, semi_supervised_fold
 from dataloaders.slice_batches import IGNORE_LABEL, LABELLED, UNLABELLED, SliceSet, TwoStreamSlices, slice_batches
 from dataloaders.specs import get_spec
-from evaluation.volume_scoring import class_extent, classes_absent, score_volume
+from evaluation.volume_scoring import class_extent, classes_absent, keep_largest_components, score_volume
 from experiment.config_checks import ConfigError, check_training_config
 from experiment.optimisation import poly_factor
 from models import build_semi_supervised_method, model_track, uses_unlabelled
@@ -244,6 +244,25 @@ def test_organ_extent_scores_a_class_on_its_ground_truth_slices_only_and_skips_a
         score_volume(prediction, volume, classes, ("dice",), "project", "slices")
 
 
+def test_largest_component_keeps_each_class_its_largest_face_connected_blob_and_removes_a_far_false_positive():
+    prediction = np.zeros((3, 12, 12), np.int64)
+    prediction[0:2, 1:4, 1:4] = 1  # class 1: 18 voxels
+    prediction[2, 10:12, 10:12] = 1  # class 1: 4 voxels, far away
+    prediction[0, 4, 4] = 1  # touches the 18-voxel block at a corner only: a component of its own
+    prediction[1, 8:10, 0:2] = 2  # class 2: one component of 4 voxels, kept whole
+    kept = keep_largest_components(prediction, (1, 2))
+    expected = prediction.copy()
+    expected[2, 10:12, 10:12] = expected[0, 4, 4] = 0
+    assert np.array_equal(kept, expected) and prediction[2, 10, 10] == 1  # the input is left as it was
+    truth = np.zeros_like(prediction)
+    truth[0:2, 1:4, 1:4] = 1
+    volume = EvaluationVolume("case", np.zeros(truth.shape, np.float32), truth, (1.0, 1.0, 1.0), "voxels")
+    before = score_volume(prediction, volume, {1: "a"}, ("dice", "hd95"), "project")[0].values
+    after = score_volume(kept, volume, {1: "a"}, ("dice", "hd95"), "project")[0].values
+    assert before["dice"] == pytest.approx(36 / 41) and before["hd95"] > 8  # the far voxels set HD95
+    assert after == {"dice": 1.0, "hd95": 0.0}
+
+
 # --- bad inputs ------------------------------------------------------------------------------------
 
 
@@ -273,6 +292,7 @@ def test_bad_acdc_files_are_refused_naming_the_file(tmp_path, monkeypatch):
     ({"labelled_batch_size": 12}, "leaves 12 unlabelled slices per batch, but 'supervised' trains on labelled"),
     ({"eval_fold": 2}, "ACDC has one split"),
     ({"image_size": 100}, "image_size=100 is out of range: supervised needs a positive multiple of 16"),
+    ({"postprocessing": "biggest"}, "postprocessing='biggest'.*'none', 'largest_component'"),
 ])
 def test_semi_supervised_config_errors_stop_before_step_one(updates, message):
     config = composed_config(["acdc", "supervised"], updates)
@@ -285,6 +305,11 @@ def test_mean_teacher_needs_an_unlabelled_share_and_volume_datasets_bound_the_la
         check_training_config(composed_config(["acdc", "mean_teacher"], {"labelled_batch_size": 24}))
     with pytest.raises(ConfigError, match="labelled_scans=8 is out of range: expected 1..6"):
         check_training_config(composed_config(["demo", "mean_teacher"], {"labelled_scans": 8}))
+
+
+def test_post_processing_is_refused_for_the_few_shot_track():
+    with pytest.raises(ConfigError, match="postprocessing='largest_component' applies to the semi-supervised"):
+        check_training_config(composed_config(["demo", "psmnet"], {"postprocessing": "largest_component"}))
 
 
 # --- train.py and test.py ------------------------------------------------------------------------
@@ -365,3 +390,14 @@ def test_demo_fold_trains_supervised_with_one_labelled_scan_and_scores_organs_in
     table = summary_tables([str(tmp_path / "runs" / "DEMO_supervised_labelled1")], ("dice",),
                            departures={"metric_rules": "project", "scored_slices": "organ_extent"})
     assert f"{100 * few_shot_block['mean_dice']:.2f}" in table
+    # each class's largest component: a folder of its own, the predicted voxels never more
+    ex.run("test", config_updates={**config, "postprocessing": "largest_component"},
+           named_configs=["demo", "supervised", "cpu"], options=options)
+    largest = read_json(run / "evaluation_fold0_postlargest_component" / "summary.json")
+    assert largest["postprocessing"] == "largest_component" and largest["evaluation_options"]["postprocessing"] == \
+        "largest_component"
+    for organ, scores in summary["organs"].items():
+        for scan, values in scores["scans"].items():
+            predicted = largest["organs"][organ]["scans"][scan]
+            assert (predicted["true_positives"] + predicted["false_positives"]
+                    <= values["true_positives"] + values["false_positives"]), (organ, scan)

@@ -138,7 +138,7 @@ def test_a_run_saved_before_the_renamed_and_added_keys_still_resumes(demo_root, 
     current = run("resolved_config", tiny_config(demo_root, tmp_path, min_superpixel_area=100)).result
     saved = {key: value for key, value in current.items()
              if key not in ("min_superpixel_area", "min_supervised_foreground_area", "steps_per_epoch", "z_margin",
-                            "n_support_slices")}
+                            "n_support_slices", "scored_slices", "postprocessing")}
     saved["min_foreground_area"] = current["min_supervised_foreground_area"]
     train_script.check_resumable(upgrade_saved_config(saved), current, tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot resume.*min_superpixel_area: 1 -> 100"):
