@@ -7,8 +7,9 @@
   `allow_config_mismatch=True`, which is then recorded;
 - `evaluation_options`, `protocol_departures`: every option that changes what is scored (the
   few-shot test episodes' n_parts, z_margin, support_choice, n_support_slices; the semi-supervised
-  metric_rules, scored_slices and postprocessing; the evaluated data's fingerprint), and those away from the protocol's values, which
-  name an evaluation folder of its own (`RunLayout.evaluation`) instead of the protocol's;
+  metric_rules, scored_slices and postprocessing; the evaluated data's fingerprint), and those away
+  from the protocol's values, which name an evaluation folder of its own (`RunLayout.evaluation`)
+  instead of the protocol's;
 - `evaluation_provenance`: what summary.json records of the checkpoint (path, SHA-256, step,
   model, training config) and of the evaluation (dataset, fold, setting, label group, overrides,
   evaluation options, data);
@@ -137,8 +138,9 @@ def evaluation_options(evaluated: dict, data: dict | None) -> dict:
 def protocol_departures(options: dict, trained: dict, trained_data: dict | None) -> dict:
     """{option: value} of the `options` that differ from the protocol's, as `RunLayout.evaluation`
     names them: n_parts 3, z_margin 0, metric_rules "ssl4mis", scored_slices "volume", postprocessing
-    "none", support_choice as trained, the data as trained (`trained_data`: the checkpoint's fingerprint).
-    What a checkpoint of an earlier version does not record (its data's fingerprint, its support_choice) counts as the same."""
+    "none", support_choice as trained, the data as trained (`trained_data`: the checkpoint's
+    fingerprint). What a checkpoint of an earlier version does not record (its data's fingerprint,
+    its support_choice) counts as the same."""
     protocol = {**PROTOCOL_EVALUATION, "support_choice": trained.get("support_choice", options.get("support_choice")),
                 DATA_SHA256_KEY: trained_data["sha256"] if trained_data else options.get(DATA_SHA256_KEY)}
     departures = {key: value for key, value in options.items() if key in protocol and value != protocol[key]}
